@@ -1,0 +1,38 @@
+"""Shared test conventions.
+
+``@pytest.mark.root`` marks a test that needs real root powers (mounts, loop
+devices, namespaces, LXC).  Without root it is skipped with the reason; when
+the ``CI`` environment variable is set, that skip becomes a failure, so CI
+can never pass by skipping the real-component tests.  :func:`need_tool` does
+the same for external programs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally; fail under CI, where every real-component test must run."""
+    if IN_CI:
+        pytest.fail(f"CI is set, so this may not skip: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_tool(name: str) -> str:
+    """Path of an external program, or skip/fail when it is not installed."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path is None:
+        skip_or_fail(f"needs the {name!r} program (run tools/bootstrap)")
+    assert path is not None
+    return path
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        skip_or_fail("needs root (mounts, loop devices, namespaces or LXC)")
