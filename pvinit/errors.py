@@ -125,3 +125,19 @@ class ExternalToolError(PvError):
 
 class NoSpaceError(PvError):
     exit_code = 11
+
+
+class TrustRejectedError(TrustError):
+    """A signed document a device refuses, with a stable ``reason`` code.
+
+    The update engine journals ``reason`` (``unsigned``, ``unknown-key``,
+    ``bad-signature``, ``threshold``, ``expired``, ``replay``,
+    ``state-mismatch``) so a fleet can count refusals by cause without
+    parsing messages.
+    """
+
+    def __init__(
+        self, message: str, *, reason: str, where: str | None = None, hint: str | None = None
+    ) -> None:
+        self.reason = reason
+        super().__init__(message, where=where, hint=hint)

@@ -11,10 +11,14 @@ from its file; compression belongs to transport and bundles.
 from __future__ import annotations
 
 import abc
+import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from pvinit.errors import BadInputError, NotFoundError
+from pvinit.objects.ids import check_object_id
 
 CHUNK = 1 << 20
 
@@ -75,6 +79,16 @@ class GcReport:
         }
 
 
+def open_source_file(path: str | Path, *, buffering: int = -1) -> BinaryIO:
+    """Open a file to add; a missing or unreadable one is a PvError naming the path."""
+    try:
+        return open(path, "rb", buffering=buffering)
+    except FileNotFoundError:
+        raise NotFoundError("file to add does not exist", where=str(path)) from None
+    except IsADirectoryError:
+        raise BadInputError("file to add is a directory", where=str(path)) from None
+
+
 class ObjectStore(abc.ABC):
     """A content-addressed store of immutable blobs keyed by their SHA256."""
 
@@ -89,14 +103,14 @@ class ObjectStore(abc.ABC):
         object that exists is a no-op.
         """
 
-    def add_bytes(self, data: bytes, *, expected_id: str | None = None) -> str:
-        import io
+    def add_bytes(self, data: bytes, *, expected_id: str | None = None,
+                  max_size: int | None = None) -> str:
+        return self.add_stream(io.BytesIO(data), expected_id=expected_id, max_size=max_size)
 
-        return self.add_stream(io.BytesIO(data), expected_id=expected_id)
-
-    def add_file(self, path: str | Path, *, expected_id: str | None = None) -> str:
-        with open(path, "rb") as handle:
-            return self.add_stream(handle, expected_id=expected_id)
+    def add_file(self, path: str | Path, *, expected_id: str | None = None,
+                 max_size: int | None = None) -> str:
+        with open_source_file(path) as handle:
+            return self.add_stream(handle, expected_id=expected_id, max_size=max_size)
 
     @abc.abstractmethod
     def contains(self, object_id: str) -> bool:
@@ -142,8 +156,13 @@ class ObjectStore(abc.ABC):
         return StoreStats(count=count, total_bytes=total)
 
     def gc(self, keep: Iterable[str]) -> GcReport:
-        """Remove every object not in ``keep`` (the ids reachable from kept revisions)."""
-        keep_set = set(keep)
+        """Remove every object not in ``keep`` (the ids reachable from kept revisions).
+
+        Every id in ``keep`` is validated before anything is removed: a
+        malformed id there is a bug upstream, and GC must not act on a keep
+        set it cannot trust.
+        """
+        keep_set = self._checked_keep(keep)
         removed: list[str] = []
         reclaimed = 0
         kept = 0
@@ -154,6 +173,11 @@ class ObjectStore(abc.ABC):
             reclaimed += self.remove(object_id)
             removed.append(object_id)
         return GcReport(removed=tuple(sorted(removed)), reclaimed_bytes=reclaimed, kept=kept)
+
+    @staticmethod
+    def _checked_keep(keep: Iterable[str]) -> frozenset[str]:
+        """``keep`` as a set, every member checked to be an object id."""
+        return frozenset(check_object_id(object_id, where="gc keep set") for object_id in keep)
 
     def path(self, object_id: str) -> Path | None:
         """The file holding the object, for stores that have one (hard links, loop mounts)."""

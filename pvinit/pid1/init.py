@@ -1,0 +1,417 @@
+"""PID 1: start the supervisor, reap orphans, turn signals into an orderly reboot.
+
+The loop has one fixed order, so every step is predictable:
+
+1. wait for a signal (all are blocked and read with ``sigtimedwait``, so no
+   handler ever runs in the middle of something else) or the timeout;
+2. reap every exited child, noticing when the supervisor is among them;
+3. act on a requested shutdown (a signal, the supervisor's death);
+4. ping the watchdog.
+
+PID 1 never exits and never raises: an exception anywhere becomes an
+orderly reboot, and if that fails too it keeps calling ``reboot(2)``.  The
+supervisor is a separate child with an empty signal mask and default
+dispositions, in its own session; PID 1 only waits for it to notice its
+death, so the supervisor keeps ``waitpid`` of its own children to itself
+(NOTES: a ``waitpid(-1)`` reaper steals ``subprocess``'s children).
+
+Signals: SIGTERM and SIGINT (Ctrl-Alt-Del) reboot, SIGUSR1 halts, SIGUSR2
+and SIGPWR power off.  SIGHUP is logged and ignored: PID 1 has no
+configuration to reload, and a console hangup must not reboot a device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from pvinit.pid1 import mounts, syscalls
+from pvinit.pid1.console import Console
+from pvinit.pid1.record import Action, ShutdownRecord, write_record
+from pvinit.pid1.watchdog import Watchdog
+
+DEFAULT_SUPERVISOR: tuple[str, ...] = (sys.executable or "python3", "-m", "pvinit.supervisor")
+DEFAULT_STORAGE = Path("/storage")
+TEST_RAISE_ENV = "PVINIT_TEST_RAISE"
+"""Test hook: ``start``, ``loop`` or ``shutdown`` raises once at that stage."""
+BOOT_ID_ENV = "PVINIT_BOOT_ID"
+
+REBOOT_COMMANDS = {
+    Action.REBOOT: syscalls.RB_AUTOBOOT,
+    Action.HALT: syscalls.RB_HALT_SYSTEM,
+    Action.POWEROFF: syscalls.RB_POWER_OFF,
+}
+
+SIGNAL_ACTIONS: dict[int, Action] = {
+    signal.SIGTERM: Action.REBOOT,
+    signal.SIGINT: Action.REBOOT,
+    signal.SIGUSR1: Action.HALT,
+    signal.SIGUSR2: Action.POWEROFF,
+    signal.SIGPWR: Action.POWEROFF,
+}
+
+
+def signal_name(signo: int) -> str:
+    try:
+        return signal.Signals(signo).name
+    except ValueError:
+        return f"signal {signo}"
+
+
+def describe_wait_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal_name(os.WTERMSIG(status))}"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"ended with wait status {status:#x}"
+
+
+def block_all_signals() -> None:
+    """Block every catchable signal; PID 1 reads them with sigtimedwait only.
+
+    Blocked signals sent to a PID namespace's init from outside are queued,
+    where unblocked default-disposition ones would be dropped (NOTES).
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, syscalls.ALL_CATCHABLE)
+
+
+def spawn_clean(argv: Sequence[str], env: dict[str, str]) -> int:
+    """Start ``argv`` in its own session with an empty signal mask and default dispositions.
+
+    Not ``os.posix_spawn(setsigdef=...)``: glibc 2.36's posix_spawn leaves
+    its two internal signals (32, 33) *ignored* in the child, and an
+    ignored signal stays ignored across exec, so the supervisor would start
+    with ``SigIgn`` != 0.  A plain fork (PID 1 has one thread) resets
+    everything Python can name; 32 and 33 were never touched in PID 1.
+    An exec failure comes back through a close-on-exec pipe as OSError,
+    like posix_spawn's.
+    """
+    read_end, write_end = os.pipe()  # both close-on-exec (PEP 446)
+    pid = os.fork()
+    if pid == 0:  # the child: nothing here may return into PID 1's code
+        try:
+            os.close(read_end)
+            os.setsid()
+            for signo in syscalls.ALL_CATCHABLE:
+                with contextlib.suppress(OSError, ValueError):
+                    signal.signal(signo, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
+            os.execvpe(argv[0], list(argv), env)  # noqa: S606 - argv, no shell, by design
+        except BaseException as error:  # noqa: BLE001 - report, then die
+            code = error.errno if isinstance(error, OSError) and error.errno else 0
+            with contextlib.suppress(BaseException):
+                os.write(write_end, str(code).encode())
+        os._exit(127)
+    os.close(write_end)
+    try:
+        report = b""
+        while chunk := os.read(read_end, 64):
+            report += chunk
+    finally:
+        os.close(read_end)
+    if report:
+        os.waitpid(pid, 0)
+        code = int(report) if report.isdigit() else 0
+        raise OSError(code, os.strerror(code), argv[0])
+    return pid
+
+
+@dataclass(frozen=True)
+class Pid1Config:
+    """How this PID 1 runs; dev mode is PID 1 of a namespace on a developer's machine."""
+
+    storage: Path = DEFAULT_STORAGE
+    dev: bool = False
+    supervisor_argv: tuple[str, ...] = DEFAULT_SUPERVISOR
+    stop_grace: float = 10.0
+    """Seconds the supervisor gets after SIGTERM to stop its containers."""
+    kill_grace: float = 3.0
+    """Seconds everyone else gets between SIGTERM and SIGKILL."""
+    watchdog_path: str | None = "/dev/watchdog"
+    tick: float = 5.0
+    """Longest wait for a signal; the watchdog interval shortens it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pvinit-pid1", description="pvinit's PID 1")
+    parser.add_argument("--dev", action="store_true", help="PID 1 of a namespace (dev machine)")
+    parser.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
+    parser.add_argument(
+        "--supervisor-cmd",
+        help="command line of the supervisor (shell words); default: python3 -m pvinit.supervisor",
+    )
+    parser.add_argument("--stop-grace", type=float, default=Pid1Config.stop_grace)
+    parser.add_argument("--kill-grace", type=float, default=Pid1Config.kill_grace)
+    parser.add_argument("--watchdog", default="/dev/watchdog", help="watchdog device")
+    parser.add_argument("--no-watchdog", action="store_true", help="never open the watchdog")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> tuple[Pid1Config, list[str]]:
+    """The config and the words not understood (the kernel passes its own to init)."""
+    args, unknown = build_parser().parse_known_args(list(argv))
+    supervisor = tuple(shlex.split(args.supervisor_cmd)) if args.supervisor_cmd else None
+    config = Pid1Config(
+        storage=Path(args.storage).absolute(),
+        dev=args.dev,
+        supervisor_argv=supervisor or DEFAULT_SUPERVISOR,
+        stop_grace=args.stop_grace,
+        kill_grace=args.kill_grace,
+        # Dev mode never touches the host's watchdog, whatever was asked.
+        watchdog_path=None if (args.dev or args.no_watchdog) else args.watchdog,
+    )
+    return config, unknown
+
+
+class Pid1:
+    """The state of PID 1: the supervisor's pid, a pending shutdown, the watchdog."""
+
+    def __init__(self, config: Pid1Config, console: Console) -> None:
+        self.config = config
+        self.console = console
+        self.supervisor_pid: int | None = None
+        self.pending: tuple[Action, str] | None = None
+        self.watchdog: Watchdog | None = None
+        self._next_ping = 0.0
+        self._private_mounts = False
+        self._shutting_down = False
+        self._test_raise = os.environ.get(TEST_RAISE_ENV, "")
+        self._boot_id = os.environ.get(BOOT_ID_ENV, "")
+
+    def log(self, message: str) -> None:
+        self.console.log(message)
+
+    def _hook(self, stage: str) -> None:
+        if self._test_raise == stage:
+            self._test_raise = ""
+            raise RuntimeError(f"injected failure at {stage} ({TEST_RAISE_ENV})")
+
+    # -- the life of PID 1 ---------------------------------------------------
+
+    def run(self) -> NoReturn:
+        """Boot, then loop forever; any exception ends in an orderly reboot."""
+        try:
+            self.boot()
+            while True:
+                self.step()
+        except BaseException as error:  # noqa: BLE001 - PID 1 must turn everything into a reboot
+            self.log(f"internal error: {error!r}; rebooting")
+            self.shutdown(Action.REBOOT, f"internal error: {type(error).__name__}: {error}")
+
+    def boot(self) -> None:
+        mode = "dev mode" if self.config.dev else "device"
+        self.log(f"starting ({mode}, storage {self.config.storage})")
+        if self.config.dev:
+            mounts.dev_mounts(self.config.storage, log=self.log)
+            self._private_mounts = True
+        else:
+            mounts.mount_basics(log=self.log)
+            try:  # Ctrl-Alt-Del then sends SIGINT to PID 1 instead of an instant reboot
+                syscalls.libc.reboot(syscalls.RB_DISABLE_CAD)
+            except OSError as error:
+                self.log(f"cannot disable Ctrl-Alt-Del: {error}")
+        if self.config.watchdog_path is not None:
+            self.watchdog = Watchdog.open(self.config.watchdog_path)
+            if self.watchdog is not None:
+                self.log(f"watchdog {self.watchdog.path} armed, timeout {self.watchdog.timeout}s")
+        self._hook("start")
+        self.start_supervisor()
+
+    def step(self) -> None:
+        """One turn of the loop: wait, reap, act, ping -- always in that order."""
+        info = signal.sigtimedwait(syscalls.ALL_CATCHABLE, self._wait_timeout())
+        self.reap()
+        self._hook("loop")
+        if info is not None:
+            self.on_signal(info.si_signo, info.si_pid)
+        if self.pending is not None:
+            self.shutdown(*self.pending)
+        self.ping_watchdog()
+
+    def _wait_timeout(self) -> float:
+        if self.watchdog is None:
+            return self.config.tick
+        return max(0.0, min(self.config.tick, self._next_ping - time.monotonic()))
+
+    # -- children -------------------------------------------------------------
+
+    def start_supervisor(self) -> None:
+        argv = list(self.config.supervisor_argv)
+        env = dict(os.environ)
+        env["PVINIT_STORAGE"] = str(self.config.storage)
+        if self.config.dev:
+            env["PVINIT_DEV"] = "1"
+        try:
+            pid = spawn_clean(argv, env)
+        except OSError as error:
+            self.log(f"cannot start the supervisor {argv[0]!r}: {error}")
+            self.request(Action.REBOOT, f"supervisor could not start: {error}")
+            return
+        self.supervisor_pid = pid
+        self.log(f"supervisor started, pid {pid}: {shlex.join(argv)}")
+
+    def reap(self) -> bool:
+        """Reap every exited child; False once PID 1 has no children at all."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if pid == 0:
+                return True
+            if pid == self.supervisor_pid:
+                self.supervisor_pid = None
+                how = describe_wait_status(status)
+                self.log(f"supervisor {how}")
+                if not self._shutting_down:
+                    self.request(Action.REBOOT, f"supervisor {how}")
+
+    def request(self, action: Action, reason: str) -> None:
+        """Ask for a shutdown; the first request wins."""
+        if self.pending is None:
+            self.pending = (action, reason)
+
+    def on_signal(self, signo: int, sender: int) -> None:
+        if signo == signal.SIGCHLD:
+            return
+        name = signal_name(signo)
+        action = SIGNAL_ACTIONS.get(signo)
+        if action is not None:
+            self.request(action, f"{name} from pid {sender}")
+        else:
+            self.log(f"{name} from pid {sender} ignored")
+
+    def ping_watchdog(self) -> None:
+        if self.watchdog is None or time.monotonic() < self._next_ping:
+            return
+        try:
+            self.watchdog.keepalive()
+        except OSError as error:
+            self.log(f"watchdog ping failed: {error}")
+        self._next_ping = time.monotonic() + self.watchdog.interval
+
+    # -- the way down ---------------------------------------------------------
+
+    def shutdown(self, action: Action, reason: str) -> NoReturn:
+        """Orderly shutdown, then reboot(2); never returns, whatever fails."""
+        self._shutting_down = True
+        try:
+            self._orderly_shutdown(action, reason)
+        except BaseException as error:  # noqa: BLE001 - nothing may stop the reboot
+            self.log(f"shutdown step failed: {error!r}; going straight to {action.value}")
+        self._final(action)
+
+    def _orderly_shutdown(self, action: Action, reason: str) -> None:
+        self.log(f"{action.value}: {reason}")
+        self._write_record(action, reason)
+        self._hook("shutdown")
+        self._stop_supervisor()
+        self._kill_everyone()
+        syscalls.libc.sync()
+        self._unmount()
+        if self.watchdog is not None:
+            self.watchdog.disarm()
+
+    def _write_record(self, action: Action, reason: str) -> None:
+        record = ShutdownRecord(action, reason, self._boot_id, time.time())
+        try:
+            write_record(self.config.storage, record)
+        except OSError as error:
+            self.log(f"cannot record the shutdown reason: {error}")
+
+    def _wait_children(self, seconds: float, done: str) -> bool:
+        """Reap until ``done`` holds ('supervisor' gone or 'all' children gone) or time runs out."""
+        deadline = time.monotonic() + seconds
+        while True:
+            any_left = self.reap()
+            if (done == "supervisor" and self.supervisor_pid is None) or not any_left:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            signal.sigtimedwait({signal.SIGCHLD}, min(remaining, 0.5))
+            self.ping_watchdog()
+
+    def _stop_supervisor(self) -> None:
+        pid = self.supervisor_pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not self._wait_children(self.config.stop_grace, "supervisor"):
+            self.log(f"supervisor still running after {self.config.stop_grace}s")
+
+    def _kill_everyone(self) -> None:
+        for sig, grace in ((signal.SIGTERM, self.config.kill_grace), (signal.SIGKILL, 5.0)):
+            if not self.reap():
+                return
+            syscalls.libc.kill_all(sig)
+            if self._wait_children(grace, "all"):
+                return
+            self.log(f"processes left after {signal_name(sig)}")
+
+    def _unmount(self) -> None:
+        if self.config.dev:
+            # Only our private namespace's mounts below the storage dir, never a
+            # read-only remount (it would change the host's superblock).
+            if self._private_mounts:
+                mounts.unmount_all(
+                    str(self.config.storage), keep_api=False, remount_ro=False, log=self.log
+                )
+            return
+        mounts.unmount_all("/", keep_api=True, remount_ro=True, log=self.log)
+
+    def _final(self, action: Action) -> NoReturn:
+        command = REBOOT_COMMANDS[action]
+        attempt = 0
+        while True:
+            try:
+                syscalls.libc.sync()
+                syscalls.libc.reboot(command)
+            except BaseException as error:  # noqa: BLE001 - keep trying forever
+                if attempt % 60 == 0:
+                    self.log(f"reboot(2) failed: {error!r}; retrying")
+            attempt += 1
+            with contextlib.suppress(BaseException):  # not even a signal ends PID 1
+                time.sleep(1.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry of ``python3 -m pvinit.pid1``; returns only when refusing to run.
+
+    It refuses when this process is not PID 1 (on a dev machine use
+    ``pvinit --storage DIR``, which makes a namespace for it).  As PID 1 it
+    never returns.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    block_all_signals()
+    console = Console(kmsg_path=None if "--dev" in words else "/dev/kmsg")
+    if os.getpid() != 1:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, syscalls.ALL_CATCHABLE)
+        console.log(
+            f"refusing to run: not PID 1 (pid {os.getpid()}); "
+            "on a dev machine use: pvinit --storage DIR"
+        )
+        return 2
+    try:
+        config, unknown = parse_args(words)
+    except BaseException as error:  # noqa: BLE001 - argparse exits; PID 1 may not
+        if "--dev" in words:
+            console.log(f"bad command line {words!r}: {error!r}")
+            return 2
+        # A device must boot even with a broken command line: use the defaults.
+        console.log(f"bad command line {words!r}: {error!r}; using defaults")
+        config, unknown = Pid1Config(), []
+    if unknown:
+        console.log(f"ignoring arguments {unknown!r}")
+    pid1 = Pid1(config, console)
+    pid1.run()

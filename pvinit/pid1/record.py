@@ -1,0 +1,104 @@
+"""Why the last boot ended: ``<storage>/logs/last-shutdown``.
+
+PID 1 writes the record durably at the start of every orderly shutdown, so
+the next boot (and the dev launcher, and tests) can tell a requested
+power-off from a supervisor crash or an internal error.  The format is
+plain ``key=value`` lines -- readable with ``cat`` on a device with no
+tools, and parsed without importing ``json`` into PID 1.
+
+``boot_id`` is copied from the ``PVINIT_BOOT_ID`` environment variable the
+boot was started with (the dev launcher sets a fresh one per boot), so a
+reader can tell this boot's record from a stale one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvinit import durable
+from pvinit.errors import BadInputError
+
+RECORD_RELPATH = Path("logs") / "last-shutdown"
+
+
+class Action(enum.Enum):
+    """What PID 1 does at the end of an orderly shutdown."""
+
+    REBOOT = "reboot"
+    HALT = "halt"
+    POWEROFF = "poweroff"
+
+
+@dataclass(frozen=True)
+class ShutdownRecord:
+    action: Action
+    reason: str
+    boot_id: str = ""
+    time: float = 0.0
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "action": self.action.value,
+            "reason": self.reason,
+            "boot_id": self.boot_id,
+            "time": f"{self.time:.3f}",
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str], *, where: str = "last-shutdown") -> ShutdownRecord:
+        try:
+            action = Action(data["action"])
+        except KeyError:
+            raise BadInputError("missing key 'action'", where=where) from None
+        except ValueError:
+            raise BadInputError(f"unknown action {data['action']!r}", where=where) from None
+        try:
+            stamp = float(data.get("time", "0") or "0")
+        except ValueError:
+            raise BadInputError(f"bad time {data['time']!r}", where=f"{where}: time") from None
+        return cls(action, data.get("reason", ""), data.get("boot_id", ""), stamp)
+
+    def to_text(self) -> str:
+        # Values are single-line by construction: newlines would start a new key.
+        return "".join(
+            f"{key}={value.replace(chr(10), ' ')}\n" for key, value in self.to_dict().items()
+        )
+
+    @classmethod
+    def from_text(cls, text: str, *, where: str = "last-shutdown") -> ShutdownRecord:
+        data: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line:
+                continue
+            key, sep, value = line.partition("=")
+            if not sep:
+                raise BadInputError("line is not key=value", where=f"{where}:{number}")
+            data[key] = value
+        return cls.from_dict(data, where=where)
+
+
+def record_path(storage: Path) -> Path:
+    return storage / RECORD_RELPATH
+
+
+def write_record(storage: Path, record: ShutdownRecord) -> None:
+    """Durably replace the record (temp + fsync + rename + dir fsync)."""
+    path = record_path(storage)
+    durable.makedirs(path.parent)
+    durable.write_file(path, record.to_text().encode(), name="last-shutdown")
+
+
+def read_record(storage: Path) -> ShutdownRecord | None:
+    """The last record, or None when no boot has written one yet."""
+    path = record_path(storage)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise BadInputError("not UTF-8 text", where=str(path)) from None
+    return ShutdownRecord.from_text(text, where=str(path))

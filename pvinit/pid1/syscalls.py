@@ -1,0 +1,120 @@
+"""The one seam between PID 1 and the kernel calls Python's ``os`` lacks.
+
+Everything that can reboot the machine, kill every process or change the
+mount table passes through the :data:`libc` object below, for two reasons:
+
+* tests replace :data:`libc` with an object whose methods fail, to check
+  that PID 1 survives a failing ``mount(2)`` or ``reboot(2)``;
+* the two calls that would end *this* machine if run outside a PID
+  namespace we made -- ``reboot(2)`` and ``kill(-1, ...)`` -- refuse unless
+  the calling process is PID 1.  On a development host the real init is
+  another program, so our code is PID 1 only inside a namespace we created.
+
+Failures are ``OSError`` with the errno the kernel returned, like ``os``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+
+# mount(2) flags (linux/mount.h)
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+# umount2(2) flags
+MNT_FORCE = 0x1
+MNT_DETACH = 0x2
+# reboot(2) commands (linux/reboot.h, as glibc's <sys/reboot.h> names them)
+RB_AUTOBOOT = 0x01234567
+RB_HALT_SYSTEM = 0xCDEF0123
+RB_POWER_OFF = 0x4321FEDC
+RB_DISABLE_CAD = 0
+# prctl(2)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _as_c_int(value: int) -> ctypes.c_int:
+    """reboot(2)'s magic numbers exceed INT_MAX; pass their 32-bit pattern."""
+    return ctypes.c_int(value - (1 << 32) if value >= 1 << 31 else value)
+
+
+def _encode(value: str | os.PathLike[str] | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+class Libc:
+    """Thin typed wrappers over libc; every failure raises OSError(errno)."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+    def _check(self, result: int, what: str, target: str | os.PathLike[str] | None = None) -> None:
+        if result != 0:
+            err = ctypes.get_errno()
+            filename = None if target is None else os.fspath(target)
+            raise OSError(err, f"{what}: {os.strerror(err)}", filename)
+
+    def mount(
+        self,
+        source: str,
+        target: str | os.PathLike[str],
+        fstype: str | None,
+        flags: int = 0,
+        data: str | None = None,
+    ) -> None:
+        result = self._libc.mount(
+            _encode(source),
+            _encode(target),
+            _encode(fstype),
+            ctypes.c_ulong(flags),
+            _encode(data),
+        )
+        self._check(result, "mount", target)
+
+    def umount2(self, target: str | os.PathLike[str], flags: int = 0) -> None:
+        self._check(self._libc.umount2(_encode(target), ctypes.c_int(flags)), "umount2", target)
+
+    def sync(self) -> None:
+        self._libc.sync()
+
+    def set_child_subreaper(self) -> None:
+        self._check(self._libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl")
+
+    def reboot(self, command: int) -> None:
+        """reboot(2); only PID 1 may call it (see the module docstring).
+
+        Returns only when the kernel refused (``RB_DISABLE_CAD`` returns 0);
+        inside a child PID namespace a restart or power-off ends the
+        namespace's init instead of the machine.
+        """
+        _require_pid1("reboot(2)")
+        self._check(self._libc.reboot(_as_c_int(command)), "reboot")
+
+    def kill_all(self, sig: int) -> None:
+        """kill(-1, sig): every process but PID 1 itself; only PID 1 may call it."""
+        _require_pid1("kill(-1)")
+        with contextlib.suppress(ProcessLookupError):  # nothing left to signal
+            os.kill(-1, sig)
+
+
+def _require_pid1(what: str) -> None:
+    if os.getpid() != 1:
+        raise PermissionError(
+            1, f"{what} refused: this process is not PID 1 (pid {os.getpid()})", None
+        )
+
+
+libc = Libc()
+"""The object PID 1 calls; tests may replace it to inject failures."""
+
+ALL_CATCHABLE = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+"""Signals a process can block or reset to default (SIGKILL/SIGSTOP cannot)."""
