@@ -21,7 +21,7 @@ _armed: str | None = None
 _seen: list[str] = []
 
 
-class SimulatedCrash(BaseException):  # noqa: N818 - not an error: a simulated power cut
+class SimulatedCrash(BaseException):
     """Raised at an armed persistence point; a BaseException so no handler swallows it."""
 
 

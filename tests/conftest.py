@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,9 @@ def skip_or_fail(reason: str) -> None:
 
 def need_tool(name: str) -> str:
     """Path of an external program, or skip/fail when it is not installed."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    path = shutil.which(name)
+    if path is None and Path(f"/usr/sbin/{name}").exists():
+        path = f"/usr/sbin/{name}"
     if path is None:
         skip_or_fail(f"needs the {name!r} program (run tools/bootstrap)")
     assert path is not None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import signal
 
@@ -55,7 +54,12 @@ class Libc:
     """Thin typed wrappers over libc; every failure raises OSError(errno)."""
 
     def __init__(self) -> None:
-        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # Not ctypes.util.find_library: it runs ldconfig in a child process,
+        # a fork PID 1 does not need at every boot.
+        try:
+            self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:  # not glibc (musl): the interpreter's own symbols hold libc
+            self._libc = ctypes.CDLL(None, use_errno=True)
 
     def _check(self, result: int, what: str, target: str | os.PathLike[str] | None = None) -> None:
         if result != 0:

@@ -196,7 +196,7 @@ def load_signing_key(path: Path) -> SigningKey:
         raise KeyFormatError(f"cannot load private key: {exc}", where=str(path)) from exc
     if not isinstance(private, Ed25519PrivateKey):
         raise KeyFormatError(
-            f"is a {_kind_of(private)} key; pvinit signs with Ed25519 only", where=str(path)
+            f"key type is {_kind_of(private)}; pvinit signs with Ed25519 only", where=str(path)
         )
     return SigningKey(private)
 
@@ -224,7 +224,7 @@ def load_verify_key(path: Path) -> VerifyKey:
         raise KeyFormatError(f"cannot load public key: {exc}", where=str(path)) from exc
     if not isinstance(public, Ed25519PublicKey):
         raise KeyFormatError(
-            f"is a {_kind_of(public)} key; pvinit verifies Ed25519 only", where=str(path)
+            f"key type is {_kind_of(public)}; pvinit verifies Ed25519 only", where=str(path)
         )
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return VerifyKey(raw)

@@ -104,7 +104,7 @@ def test_container_from_tar_gives_the_same_object_as_from_directory(
         tar.add(rootfs, arcname=".")
     assert add_app(capsys, checkout, rootfs, "a") == 0
     assert add_app(capsys, checkout, tar_path, "b") == 0
-    code, out, _ = run(capsys, "-C", str(checkout), "status", "--json")
+    code, _, _ = run(capsys, "-C", str(checkout), "status", "--json")
     assert code == 0
     a = (checkout / "a" / "root.squashfs").read_bytes()
     b = (checkout / "b" / "root.squashfs").read_bytes()
@@ -183,6 +183,7 @@ def test_diff_of_a_bsp_change_needs_a_reboot(
     assert run(capsys, "-C", str(checkout), "bsp", "set", "--kernel", str(kernel))[0] == 0
     run(capsys, "-C", str(checkout), "commit", "-m", "new kernel")
     code, out, _ = run(capsys, "-C", str(checkout), "diff", "1", "2", "--json")
+    assert code == 0
     plan = json.loads(out)["plan"]
     assert plan["reboot"] is True
     assert any("bsp" in reason for reason in plan["reasons"])
@@ -249,8 +250,8 @@ def test_keygen_sign_verify_and_tampering(
                str(tmp_path / "release.key"))[0] == 0
     assert run(capsys, "-C", str(checkout), "verify", "1", "--key",
                str(tmp_path / "release.pub"))[0] == 0
-    code, _, err = run(capsys, "-C", str(checkout), "verify", "1", "--key",
-                       str(tmp_path / "other.pub"))
+    code, _, _ = run(capsys, "-C", str(checkout), "verify", "1", "--key",
+                     str(tmp_path / "other.pub"))
     assert code == 6
     rev_file = checkout / ".pvstate" / "revisions" / "1.json"
     envelope = json.loads(rev_file.read_text())

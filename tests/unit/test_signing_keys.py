@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def test_saved_keypair_loads_back_and_private_file_is_0600(tmp_path: Path) -> No
     key_path, pub_path = save_keypair(tmp_path / "keys" / "release.v2", key)
     assert key_path.name == "release.v2.key"
     assert pub_path.name == "release.v2.pub"
-    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
     assert load_signing_key(key_path).keyid == key.keyid
     assert load_verify_key(pub_path) == key.public
 
@@ -97,7 +96,7 @@ def test_rsa_signing_key_is_refused_by_name(tmp_path: Path) -> None:
         serialization.NoEncryption(),
     )
     path = _write(tmp_path, pem)
-    with pytest.raises(KeyFormatError, match="is a RSA key; pvinit signs with Ed25519 only"):
+    with pytest.raises(KeyFormatError, match="key type is RSA; pvinit signs with Ed25519 only"):
         load_signing_key(path)
 
 
@@ -107,7 +106,7 @@ def test_ec_public_key_is_refused_by_name(tmp_path: Path) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     path = _write(tmp_path, pem)
-    with pytest.raises(KeyFormatError, match="is a EC key") as caught:
+    with pytest.raises(KeyFormatError, match="key type is EC") as caught:
         load_verify_key(path)
     assert caught.value.where == str(path)
 
