@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -55,7 +54,8 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 def temp_path(final: Path) -> Path:
     """A temp name beside ``final`` (same filesystem, so rename is atomic)."""
-    return final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+    # os.urandom, not secrets: importing secrets loads OpenSSL (~4 MB in PID 1).
+    return final.with_name(f".{final.name}.{os.urandom(6).hex()}.tmp")
 
 
 @contextlib.contextmanager

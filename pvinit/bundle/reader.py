@@ -159,6 +159,8 @@ class BundleReader:
             self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         except FileNotFoundError:
             raise NotFoundError("bundle not found", where=self._where) from None
+        except IsADirectoryError:
+            raise BundleFormatError("is a directory, not a bundle", where=self._where) from None
         try:
             self.header, self.data_offset = self._read_header()
         except BaseException:

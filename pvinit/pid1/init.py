@@ -75,6 +75,24 @@ def describe_wait_status(status: int) -> str:
     return f"ended with wait status {status:#x}"
 
 
+PROC_PID_INIT_INO = 0xEFFFFFFC
+"""Inode of the machine's initial PID namespace (include/linux/proc_ns.h)."""
+
+
+def in_child_pid_namespace() -> bool:
+    """True when /proc shows this process outside the machine's initial PID namespace.
+
+    Without /proc (a real boot, before anything is mounted) it is False.
+    Device mode refuses to run in a child namespace: its shutdown remounts
+    ``/`` read-only, which on a developer's machine would be the host's root.
+    """
+    try:
+        link = str(Path("/proc/self/ns/pid").readlink())
+    except OSError:
+        return False
+    return link != f"pid:[{PROC_PID_INIT_INO}]"
+
+
 def block_all_signals() -> None:
     """Block every catchable signal; PID 1 reads them with sigtimedwait only.
 
@@ -413,5 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, unknown = Pid1Config(), []
     if unknown:
         console.log(f"ignoring arguments {unknown!r}")
+    if not config.dev and in_child_pid_namespace():
+        console.log("refusing device mode in a child PID namespace: use --dev")
+        return 2
     pid1 = Pid1(config, console)
     pid1.run()

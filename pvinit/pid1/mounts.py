@@ -267,7 +267,9 @@ def unmount_all(
 
     A busy mount (EBUSY: a process we could not kill still holds a file)
     is remounted read-only when ``remount_ro`` -- its data is then safe
-    for the power cut -- or else lazily detached.  With ``under == "/"``
+    for the power cut.  Otherwise, or when a file is still open for writing
+    (a read-only remount is EBUSY too), it is lazily detached; a mount that
+    could not be made read-only is returned as left.  With ``under == "/"``
     and ``remount_ro`` the root itself is remounted read-only last.
     """
     left: list[str] = []
@@ -284,17 +286,23 @@ def unmount_all(
                 if log is not None:
                     log(f"unmount {target} failed: {error}")
                 continue
-        try:
-            if remount_ro:
+        if remount_ro:
+            try:
                 syscalls.libc.mount("none", target, None, MS_REMOUNT | MS_RDONLY)
                 if log is not None:
                     log(f"{target} busy: remounted read-only")
-            else:
-                syscalls.libc.umount2(target, MNT_DETACH)
+                continue
+            except OSError as error:  # a file still open for writing
+                left.append(target)
+                if log is not None:
+                    log(f"{target} busy and cannot be made read-only: {error}")
+        try:  # out of the way at least: what is under it can still unmount
+            syscalls.libc.umount2(target, MNT_DETACH)
         except OSError as error:
-            left.append(target)
+            if target not in left:
+                left.append(target)
             if log is not None:
-                log(f"{target} busy and could not be made safe: {error}")
+                log(f"{target} busy and cannot be detached: {error}")
     if under == "/" and remount_ro:
         try:
             syscalls.libc.mount("none", "/", None, MS_REMOUNT | MS_RDONLY)

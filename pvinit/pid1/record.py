@@ -17,7 +17,6 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from pvinit import durable
 from pvinit.errors import BadInputError
 
 RECORD_RELPATH = Path("logs") / "last-shutdown"
@@ -84,7 +83,13 @@ def record_path(storage: Path) -> Path:
 
 
 def write_record(storage: Path, record: ShutdownRecord) -> None:
-    """Durably replace the record (temp + fsync + rename + dir fsync)."""
+    """Durably replace the record (temp + fsync + rename + dir fsync).
+
+    ``durable`` is imported here, at shutdown, not at boot: it pulls in
+    ``secrets`` and with it OpenSSL, ~4 MB of PID 1's RSS for its whole life.
+    """
+    from pvinit import durable  # deferred on purpose, see above
+
     path = record_path(storage)
     durable.makedirs(path.parent)
     durable.write_file(path, record.to_text().encode(), name="last-shutdown")

@@ -174,6 +174,8 @@ def load_trust(path: Path) -> TrustPolicy:
             data = handle.read(_MAX_TRUST_FILE + 1)
     except FileNotFoundError:
         raise NotFoundError("trust file not found", where=str(path)) from None
+    except IsADirectoryError:
+        raise KeyFormatError("is a directory, not a trust file", where=str(path)) from None
     if len(data) > _MAX_TRUST_FILE:
         raise KeyFormatError(
             f"too large for a trust file (> {_MAX_TRUST_FILE} bytes)", where=str(path)

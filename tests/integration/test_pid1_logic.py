@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,14 @@ def test_supervisor_that_cannot_be_executed_raises_and_leaves_no_zombie() -> Non
     with pytest.raises(FileNotFoundError):
         spawn_clean(["/nonexistent/supervisor"], dict(os.environ))
     assert children.read_text() == before
+
+
+@pytest.mark.root
+def test_device_mode_knows_a_child_pid_namespace_from_the_machine() -> None:
+    # Device mode refuses a child PID namespace: its shutdown remounts / read-only.
+    proc = subprocess.run(
+        ["unshare", "--pid", "--fork", "--", sys.executable, "-c",
+         "from pvinit.pid1.init import in_child_pid_namespace as f; print(f())"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (0, "True\n"), proc.stderr

@@ -35,12 +35,16 @@ BUSY_SCRIPT = """
 import json, os, sys
 from pvinit.pid1 import mounts, syscalls
 top = sys.argv[1]
-os.makedirs(top + "/busy")
-syscalls.libc.mount("tmpfs", top + "/busy", "tmpfs", 0, "size=1m")
-held = open(top + "/busy/held", "w")  # keeps the tmpfs busy
+for name in ("reader", "writer"):
+    os.makedirs(top + "/" + name)
+    syscalls.libc.mount("tmpfs", top + "/" + name, "tmpfs", 0, "size=1m")
+    open(top + "/" + name + "/file", "w").close()
+reading = open(top + "/reader/file")  # busy: no unmount, but read-only is possible
+writing = open(top + "/writer/file", "w")  # busy even for a read-only remount
 left = mounts.unmount_all(top, keep_api=False, remount_ro=True)
-entry = [line for line in open("/proc/self/mountinfo") if top + "/busy " in line]
-print(json.dumps({"left": left, "entry": entry}))
+entries = {e.mount_point: e for e in mounts.read_mountinfo()}
+options = [line.split()[5] for line in open("/proc/self/mountinfo") if top + "/reader " in line]
+print(json.dumps({"left": left, "reader": options, "writer": top + "/writer" in entries}))
 """
 
 
@@ -73,9 +77,10 @@ def test_basic_mounts_are_made_once_and_unmounted_in_reverse(tmp_path: Path) -> 
         assert str(root) not in handle.read()  # the host never saw any of it
 
 
-def test_busy_mount_is_remounted_read_only_at_shutdown(tmp_path: Path) -> None:
+def test_busy_mount_is_made_read_only_or_reported_at_shutdown(tmp_path: Path) -> None:
     result = run_in_private_mount_ns(BUSY_SCRIPT, tmp_path)
-    assert result["left"] == []
-    entry = result["entry"]
-    assert isinstance(entry, list) and len(entry) == 1
-    assert entry[0].split()[5].startswith("ro")  # per-mount options: read-only now
+    reader = result["reader"]
+    assert isinstance(reader, list) and len(reader) == 1
+    assert reader[0].startswith("ro")  # still mounted, but safe for the power cut
+    assert result["left"] == [f"{tmp_path}/writer"]  # not safe: reported...
+    assert result["writer"] is False  # ...and detached out of the way

@@ -344,3 +344,9 @@ def test_any_objects_round_trip_through_a_bundle(blobs: list[bytes], level: int)
     assert sorted(target.ids()) == sorted(sizes)
     for blob in blobs:
         assert target.read_bytes(sha(blob)) == blob
+
+
+def test_directory_given_as_bundle_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BundleFormatError, match="is a directory") as caught:
+        BundleReader(tmp_path)
+    assert caught.value.where == str(tmp_path)
