@@ -143,8 +143,11 @@ def _run(argv: list[str], progress: ProgressCallback | None) -> None:
     """Run mksquashfs, feeding its progress bar to ``progress`` when given."""
     with tempfile.TemporaryFile() as stderr:
         try:
+            # Our flags already pin every timestamp; mksquashfs refuses to run
+            # when SOURCE_DATE_EPOCH is set as well, so keep it out of its way.
+            env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=env
             )
         except OSError as exc:
             raise ExternalToolError(f"cannot run mksquashfs: {exc}", where=argv[0]) from exc
