@@ -1,0 +1,432 @@
+"""The supervisor: boot the current revision group by group, keep it running, stop it in order.
+
+The main loop has one fixed order (as in s6 and supervisor), so every
+turn is predictable and no handler runs in the middle of something else:
+
+1. **poll**: wait in ``select`` for a notify datagram, a container's exit
+   descriptor (a pidfd), a signal (the wakeup pipe) or the next timer
+   (group timeout, restart due); read notify messages;
+2. **act**: start the next group when the previous one reached its goal or
+   timed out; restart containers whose backoff is over;
+3. **reap**: collect containers whose init ended and decide their fate
+   (:mod:`pvinit.supervisor.recovery`);
+4. **signals**: the handlers only enqueue; SIGTERM/SIGINT ask for an orderly stop.
+
+A group's containers are mounted together, then started together; the next
+group starts when every container of this one reached its status goal, or
+the group's ``timeout`` passed (logged, naming who is late).  A container
+that cannot start (missing object, corrupt squashfs, broken LXC key,
+missing init) is FAILED with the reason and the boot goes on: the late
+group then times out, which is what the update engine watches.
+
+Exit codes: 0 after an orderly stop asked by a signal; :data:`EXIT_REBOOT`
+when a ``system`` container exited or a container ran out of retries.  PID
+1 reboots whenever the supervisor exits, whatever the code; the code tells
+a human (and the tests) why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from pvinit import durable
+from pvinit.containers.driver import ContainerDriver
+from pvinit.errors import NotFoundError, PvError
+from pvinit.state.documents import Group
+from pvinit.supervisor.log import SupervisorLog
+from pvinit.supervisor.recovery import Verdict, decide_exit
+from pvinit.supervisor.runtime import Runtime, Unit, clean_run_dir
+from pvinit.supervisor.status import (
+    STATUS_FILE,
+    ContainerStatus,
+    GroupReport,
+    GroupStatus,
+    StatusDocument,
+    SupervisorPhase,
+    write_status,
+)
+from pvinit.trails.install import InstalledRevision, install_bundle, load_trail
+from pvinit.trails.layout import StorageLayout
+from pvinit.trails.refs import move_ref, read_ref
+
+#: Exit code asking PID 1 for a reboot (EX_TEMPFAIL: "try again").
+EXIT_REBOOT = 75
+#: Longest sleep of the loop without any event (a safety net, not a poll).
+MAX_WAIT = 5.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    storage: Path
+    run_dir: Path
+    factory: Path | None = None
+    stop_grace: float = 5.0
+    """Seconds a container gets between its halt signal and SIGKILL."""
+
+    @property
+    def lxcpath(self) -> Path:
+        return self.run_dir / "pvinit" / "lxc"
+
+    @property
+    def status_path(self) -> Path:
+        return self.run_dir / STATUS_FILE
+
+
+@dataclass
+class GroupRun:
+    group: Group
+    units: list[Unit]
+    status: GroupStatus = GroupStatus.WAITING
+    deadline: float = 0.0
+
+    def report(self) -> GroupReport:
+        return GroupReport(name=self.group.name, goal=self.group.status_goal, status=self.status)
+
+
+def choose_revision(layout: StorageLayout, factory: Path | None, log: SupervisorLog) -> int:
+    """``refs/current``; on a blank device, install the factory bundle and point at it."""
+    current = read_ref(layout, "current")
+    if current is not None:
+        return current
+    installed_factory = read_ref(layout, "factory")
+    if installed_factory is None:
+        bundle = factory or (layout.factory_bundle if layout.factory_bundle.is_file() else None)
+        if bundle is None:
+            raise NotFoundError(
+                "no revision to boot: refs/current is not set and there is no factory bundle",
+                where=str(layout.root),
+                hint=f"put one at {layout.factory_bundle} or pass --factory BUNDLE",
+            )
+        log(f"first boot: installing factory bundle {bundle}")
+        installed = install_bundle(layout, bundle)
+        move_ref(layout, "factory", installed.revision, expect=None)
+        installed_factory = installed.revision
+    move_ref(layout, "current", installed_factory, expect=None)
+    return installed_factory
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        *,
+        driver: ContainerDriver,
+        log: SupervisorLog | None = None,
+    ) -> None:
+        self.config = config
+        self.driver = driver
+        self.log = log or SupervisorLog()
+        self.layout = StorageLayout(config.storage)
+        self.phase = SupervisorPhase.STARTING
+        self.reason: str | None = None
+        self.revision: int | None = None
+        self.runtime: Runtime | None = None
+        self.groups: list[GroupRun] = []
+        self.stop_requested: tuple[bool, str] | None = None  # (reboot?, why)
+        self._signals: deque[int] = deque()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._published: StatusDocument | None = None
+
+    # -- status -----------------------------------------------------------------
+
+    @property
+    def units(self) -> list[Unit]:
+        return [unit for run in self.groups for unit in run.units]
+
+    def document(self) -> StatusDocument:
+        return StatusDocument(
+            revision=self.revision,
+            phase=self.phase,
+            pid=os.getpid(),
+            updated=time.time(),
+            reason=self.reason,
+            groups=tuple(run.report() for run in self.groups),
+            containers=tuple(unit.report() for unit in self.units),
+        )
+
+    def publish(self) -> None:
+        """Write the status file when anything in it changed."""
+        document = self.document()
+        if document.same_content(self._published):
+            return
+        try:
+            write_status(self.config.status_path, document)
+        except OSError as error:
+            self.log(f"cannot write {self.config.status_path}: {error}")
+            return
+        self._published = document
+
+    # -- signals ----------------------------------------------------------------
+
+    def _on_signal(self, signo: int, frame: FrameType | None) -> None:
+        del frame
+        self._signals.append(signo)
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for signo in (*STOP_SIGNALS, signal.SIGHUP):
+            signal.signal(signo, self._on_signal)
+
+    def request_stop(self, *, reboot: bool, why: str) -> None:
+        if self.stop_requested is None:
+            self.stop_requested = (reboot, why)
+            self.log(f"{'reboot' if reboot else 'stop'} requested: {why}")
+
+    # -- life ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Boot, loop until asked to stop, stop in order; returns the exit code."""
+        self._install_signals()
+        try:
+            self.boot()
+        except PvError as error:
+            self.phase, self.reason = SupervisorPhase.ERROR, str(error)
+            self.log(f"cannot boot: {error}")
+            self.publish()
+            return self._idle()
+        while self.stop_requested is None:
+            self.poll()
+            self.act()
+            self.reap()
+            self.handle_signals()
+            self.publish()
+        return self.shutdown()
+
+    def _idle(self) -> int:
+        """Nothing to run: stay up (PID 1 would reboot into the same error) until told to stop."""
+        while self.stop_requested is None:
+            select.select([self._wake_r], [], [], MAX_WAIT)
+            self._drain_wakeup()
+            self.handle_signals()
+        self.phase = SupervisorPhase.STOPPED
+        self.publish()
+        return 0
+
+    def boot(self) -> None:
+        layout = self.layout
+        for directory in (layout.objects, layout.trails, layout.refs, layout.logs, layout.disks):
+            durable.makedirs(directory)
+        clean_run_dir(self.config.run_dir, self.config.lxcpath, self.driver, self.log)
+        boot_disks = layout.scope_dir("boot", 0)
+        if boot_disks.exists():
+            shutil.rmtree(boot_disks)
+        durable.makedirs(boot_disks)
+        revision = choose_revision(layout, self.config.factory, self.log)
+        self.revision = revision
+        self.log.open(layout.log_dir(revision, "pvinit") / "pvinit.log")
+        installed: InstalledRevision = load_trail(layout, revision)
+        self.log(f"booting revision {revision} ({installed.envelope.message or 'no message'})")
+        state = installed.state
+        self.groups = [
+            GroupRun(
+                group=group,
+                units=[
+                    Unit(
+                        container=container,
+                        goal=state.status_goal_of(name),
+                        restart_policy=state.restart_policy_of(name),
+                        recovery=container.auto_recovery,
+                    )
+                    for name, container in state.containers.items()
+                    if container.group == group.name
+                ],
+            )
+            for group in state.device.groups
+        ]
+        self.runtime = Runtime(
+            layout=layout,
+            installed=installed,
+            run_dir=self.config.run_dir,
+            driver=self.driver,
+            log=self.log,
+        )
+        self.runtime.mount_bsp()
+        self.publish()
+
+    # -- 1. poll ------------------------------------------------------------------
+
+    def _next_timer(self, now: float) -> float:
+        timers = [run.deadline for run in self.groups if run.status is GroupStatus.STARTING]
+        timers += [u.restart_at for u in self.units if u.restart_at is not None]
+        if not timers:
+            return MAX_WAIT
+        return min(MAX_WAIT, max(0.0, min(timers) - now))
+
+    def _drain_wakeup(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 512):
+                pass
+
+    def poll(self) -> None:
+        watched: dict[int, Unit] = {}
+        exits: list[int] = []
+        for unit in self.units:
+            if unit.notify is not None:
+                watched[unit.notify.fileno()] = unit
+            if unit.running:
+                fd = self.driver.exit_fd(unit.name)
+                if fd is not None:
+                    exits.append(fd)
+        timeout = 0.0 if self._signals else self._next_timer(time.monotonic())
+        readable, _, _ = select.select([self._wake_r, *watched, *exits], [], [], timeout)
+        for fd in readable:
+            if fd == self._wake_r:
+                self._drain_wakeup()
+            elif fd in watched:
+                self._read_notify(watched[fd])
+
+    def _read_notify(self, unit: Unit) -> None:
+        assert unit.notify is not None
+        for message in unit.notify.poll():
+            if message.ready and unit.status is ContainerStatus.STARTED:
+                unit.status = ContainerStatus.READY
+                self.log(f"{unit.name}: READY" + (f" ({message.status})" if message.status else ""))
+
+    # -- 2. act -------------------------------------------------------------------
+
+    def act(self) -> None:
+        now = time.monotonic()
+        for run in self.groups:
+            if run.status is GroupStatus.WAITING:
+                self._start_group(run)
+                run.status = GroupStatus.STARTING
+                run.deadline = time.monotonic() + float(run.group.timeout)
+            if run.status is GroupStatus.STARTING:
+                late = [u.name for u in run.units if not u.report().goal_reached]
+                if not late:
+                    run.status = GroupStatus.REACHED
+                    self.log(f"group {run.group.name}: reached {run.group.status_goal}")
+                elif time.monotonic() >= run.deadline:
+                    run.status = GroupStatus.TIMED_OUT
+                    self.log(
+                        f"group {run.group.name}: timed out after {run.group.timeout}s "
+                        f"waiting for {', '.join(late)}"
+                    )
+                else:
+                    break
+        if self.phase is SupervisorPhase.STARTING and all(
+            run.status in (GroupStatus.REACHED, GroupStatus.TIMED_OUT) for run in self.groups
+        ):
+            self.phase = SupervisorPhase.RUNNING
+            self.log(f"revision {self.revision}: every group started")
+        for unit in self.units:
+            if unit.restart_at is not None and now >= unit.restart_at:
+                unit.restart_at = None
+                self._start_unit(unit)
+
+    def _fail(self, unit: Unit, error: PvError | OSError, doing: str) -> None:
+        unit.status = ContainerStatus.FAILED
+        unit.reason = f"{doing}: {error}"
+        unit.pid = None
+        self.log(f"{unit.name}: FAILED: {unit.reason}")
+        self.publish()
+
+    def _start_group(self, run: GroupRun) -> None:
+        assert self.runtime is not None
+        if run.units:
+            names = ", ".join(u.name for u in run.units)
+            self.log(f"group {run.group.name}: starting {names}")
+        for unit in run.units:
+            try:
+                self.runtime.prepare(unit)
+            except (PvError, OSError) as error:
+                self._fail(unit, error, "cannot mount or define")
+                continue
+            unit.status = ContainerStatus.MOUNTED
+            self.publish()
+        for unit in run.units:
+            if unit.status is ContainerStatus.MOUNTED:
+                self._start_unit(unit)
+
+    def _start_unit(self, unit: Unit) -> None:
+        if unit.notify is not None:
+            unit.notify.poll()  # stale messages from an earlier run mean nothing now
+        try:
+            pid = self.driver.start(unit.name)
+        except (PvError, OSError) as error:
+            self._fail(unit, error, "cannot start")
+            return
+        unit.status = ContainerStatus.STARTED
+        unit.pid = pid
+        unit.started_at = time.time()
+        unit.started_mono = time.monotonic()
+        unit.reason = None
+        self.log(f"{unit.name}: STARTED, pid {pid}")
+        self.publish()
+
+    # -- 3. reap --------------------------------------------------------------------
+
+    def reap(self) -> None:
+        for unit in self.units:
+            if not unit.running or not self.driver.exited(unit.name):
+                continue
+            code = self.driver.exit_status(unit.name) or 0
+            ran_for = time.monotonic() - (unit.started_mono or time.monotonic())
+            decision = decide_exit(
+                restart_policy=unit.restart_policy,
+                recovery=unit.recovery,
+                exit_status=code,
+                retries=unit.retries,
+                ran_for=ran_for,
+            )
+            unit.status = ContainerStatus.EXITED if code == 0 else ContainerStatus.FAILED
+            unit.pid = None
+            unit.reason = decision.reason
+            unit.retries = decision.retries
+            self.log(f"{unit.name}: {unit.status.value}: {decision.reason}")
+            if decision.verdict is Verdict.RESTART:
+                unit.restarts += 1
+                unit.restart_at = time.monotonic() + decision.delay
+            elif decision.verdict is Verdict.REBOOT:
+                self.request_stop(reboot=True, why=f"{unit.name} {decision.reason}")
+
+    # -- 4. signals -----------------------------------------------------------------
+
+    def handle_signals(self) -> None:
+        while self._signals:
+            signo = self._signals.popleft()
+            name = signal.Signals(signo).name
+            if signo in STOP_SIGNALS:
+                self.request_stop(reboot=False, why=name)
+            else:
+                self.log(f"{name} ignored")
+
+    # -- the way down -------------------------------------------------------------------
+
+    def shutdown(self) -> int:
+        """Stop containers in reverse group order, undo every mount; return the exit code."""
+        reboot, why = self.stop_requested or (False, "stop")
+        self.phase, self.reason = SupervisorPhase.STOPPING, why
+        self.publish()
+        for run in reversed(self.groups):
+            for unit in reversed(run.units):
+                unit.restart_at = None
+                if not unit.running:
+                    continue
+                unit.status = ContainerStatus.STOPPING
+                self.publish()
+                try:
+                    self.driver.stop(unit.name, self.config.stop_grace)
+                except PvError as error:
+                    self.log(f"{unit.name}: stop failed: {error}")
+                unit.status, unit.pid = ContainerStatus.STOPPED, None
+                self.log(f"{unit.name}: STOPPED")
+                self.publish()
+        if self.runtime is not None:
+            for unit in reversed(self.units):
+                self.runtime.release(unit)
+            self.runtime.unmount_bsp()
+        self.phase = SupervisorPhase.REBOOTING if reboot else SupervisorPhase.STOPPED
+        self.publish()
+        self.log(f"stopped ({why}); {'asking for a reboot' if reboot else 'exiting'}")
+        return EXIT_REBOOT if reboot else 0

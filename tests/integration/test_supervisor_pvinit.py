@@ -1,0 +1,105 @@
+"""End to end: ``pvinit --storage DIR --factory BUNDLE``: launcher, PID 1, supervisor (root)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pvinit.cli.pvinit import status_path
+from pvinit.pid1.record import read_record
+from pvinit.supervisor.status import StatusDocument, read_status
+from tests.integration.test_containers_support import pvnotify_binary
+from tests.integration.test_supervisor_support import (
+    REPO,
+    Device,
+    container,
+    device,
+    group,
+    supervisor_image,
+)
+
+__all__ = ["device", "pvnotify_binary", "supervisor_image"]  # fixtures used by name
+
+pytest.importorskip("pvinit.containers.lxc_driver", reason="needs python-lxc")
+pytestmark = pytest.mark.root
+
+
+def pid1_of(storage: Path) -> int | None:
+    """Host pid of the namespace's PID 1 booted on ``storage``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        is_pid1 = b"pvinit.pid1" in words and b"unshare" not in words[0]
+        if is_pid1 and str(storage).encode() in words:
+            return int(entry.name)
+    return None
+
+
+def test_pvinit_boots_every_container_to_its_goal_and_powers_off_in_order(
+    device: Device,
+) -> None:
+    bundle = device.bundle(
+        [group("data", "MOUNTED"), group("platform", "READY", policy="system"), group("app")],
+        [container("platform", "platform", "/bin/notify.sh"),
+         container("sensor", "app", "/bin/notify.sh", goal="READY"),
+         container("dashboard", "app", "/bin/run.sh")],
+    )  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pvinit.cli.pvinit", "--storage", str(device.storage),
+         "--factory", str(bundle), "--status-interval", "0.2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        doc: StatusDocument | None = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            pid = pid1_of(device.storage)
+            if pid is not None:
+                try:
+                    doc = read_status(status_path(pid, device.storage))
+                except OSError:
+                    doc = None
+                if doc is not None and doc.phase.value == "RUNNING":
+                    break
+            time.sleep(0.1)
+        assert doc is not None and doc.phase.value == "RUNNING", doc
+        assert {c.name: c.status.value for c in doc.containers} == {
+            "platform": "READY", "sensor": "READY", "dashboard": "STARTED",
+        }  # fmt: skip
+        # The launcher prints the table it read through the same path.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("RUNNING" in line for line in out):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: orderly power-off
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(5)
+    table = "".join(out)
+    assert "RUNNING" in table
+    assert "sensor" in table and "READY" in table and "dashboard" in table
+    record = read_record(device.storage)
+    assert record is not None and record.action.value == "poweroff"
+    log = (device.layout.logs / "1" / "pvinit" / "pvinit.log").read_text()
+    stops = [line for line in log.splitlines() if line.endswith(": STOPPED")]
+    # Reverse group order (app before platform), reverse order inside a group.
+    assert [line.split()[-2].rstrip(":") for line in stops] == ["sensor", "dashboard", "platform"]
+    assert "stopped (SIGTERM); exiting" in log
+    assert device.mounts_left() == []
