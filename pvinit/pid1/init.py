@@ -51,6 +51,17 @@ REBOOT_COMMANDS = {
     Action.POWEROFF: syscalls.RB_POWER_OFF,
 }
 
+def ctrl_alt_del_action(setting: str | None) -> Action:
+    """What Ctrl-Alt-Del (SIGINT) asks for: reboot, unless ``PVINIT_CAD`` says otherwise.
+
+    A kernel command line word ``PVINIT_CAD=poweroff`` (it reaches PID 1's
+    environment) turns the key into a power button: the VM launcher uses it,
+    since without acpid an ACPI power button never reaches init.
+    """
+    choices = {"reboot": Action.REBOOT, "poweroff": Action.POWEROFF, "halt": Action.HALT}
+    return choices.get((setting or "reboot").strip().lower(), Action.REBOOT)
+
+
 SIGNAL_ACTIONS: dict[int, Action] = {
     signal.SIGTERM: Action.REBOOT,
     signal.SIGINT: Action.REBOOT,
@@ -303,6 +314,8 @@ class Pid1:
             return
         name = signal_name(signo)
         action = SIGNAL_ACTIONS.get(signo)
+        if signo == signal.SIGINT:
+            action = ctrl_alt_del_action(os.environ.get("PVINIT_CAD"))
         if action is not None:
             self.request(action, f"{name} from pid {sender}")
         else:

@@ -256,6 +256,10 @@ class Supervisor:
     # -- 1. poll ------------------------------------------------------------------
 
     def _next_timer(self, now: float) -> float:
+        done = (GroupStatus.REACHED, GroupStatus.TIMED_OUT)
+        pending = next((r for r in self.groups if r.status not in done), None)
+        if pending is not None and pending.status is GroupStatus.WAITING:
+            return 0.0  # the next group may start now: act() must not wait for a timer
         timers = [run.deadline for run in self.groups if run.status is GroupStatus.STARTING]
         timers += [u.restart_at for u in self.units if u.restart_at is not None]
         if not timers:

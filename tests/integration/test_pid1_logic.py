@@ -170,3 +170,13 @@ def test_device_mode_knows_a_child_pid_namespace_from_the_machine() -> None:
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert (proc.returncode, proc.stdout) == (0, "True\n"), proc.stderr
+
+
+def test_ctrl_alt_del_reboots_unless_the_kernel_command_line_says_otherwise() -> None:
+    from pvinit.pid1.init import ctrl_alt_del_action
+    from pvinit.pid1.record import Action
+
+    assert ctrl_alt_del_action(None) is Action.REBOOT
+    assert ctrl_alt_del_action("poweroff") is Action.POWEROFF
+    assert ctrl_alt_del_action("HALT") is Action.HALT
+    assert ctrl_alt_del_action("garbage") is Action.REBOOT
