@@ -21,6 +21,7 @@ code  meaning
 9     refused (valid request the policy does not allow)
 10    external tool failed (mksquashfs, tar, lxc-*)
 11    no space left for the operation
+12    transport (a remote unreachable or answering wrongly; retry may help)
 ====  ===============================================================
 """
 
@@ -141,3 +142,9 @@ class TrustRejectedError(TrustError):
     ) -> None:
         self.reason = reason
         super().__init__(message, where=where, hint=hint)
+
+
+class TransportError(PvError):
+    """A remote could not be reached or answered wrongly (retry may help)."""
+
+    exit_code = 12

@@ -2,7 +2,7 @@
 
 Git-like: ``init``, ``status``, ``add``, ``container add``, ``bsp set``,
 ``commit``, ``log``, ``show``, ``diff``, ``checkout``, ``export``, plus
-``keygen``/``sign``/``verify`` and store upkeep (``fsck``, ``gc``).  Every
+``keygen``/``sign``/``verify``, ``publish`` and store upkeep (``fsck``, ``gc``).  Every
 read command takes ``--json``; exit codes follow :mod:`pvinit.errors`.
 Each command is a thin shell over :mod:`pvinit.checkout`.
 """
@@ -397,6 +397,49 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+# -- publishing ---------------------------------------------------------------
+def _publish_target(spec: str) -> Path:
+    """A repository directory from ``DIR`` or ``file://DIR``; http(s) waits for issue 6."""
+    from urllib.parse import unquote, urlsplit
+
+    from pvinit.errors import RefusedError
+
+    if "://" not in spec:
+        return Path(spec)
+    url = urlsplit(spec)
+    if url.scheme in {"http", "https"}:
+        raise RefusedError("publishing to an HTTP(S) remote is not supported yet", where=spec,
+                           hint="publish to a directory and serve or sync it (uploads: issue 6)")
+    if url.scheme != "file" or url.netloc not in {"", "localhost"} or not url.path:
+        raise UsageError("--to takes a directory or a file:///path URL", where=spec)
+    return Path(unquote(url.path))
+
+
+def cmd_publish(args: argparse.Namespace, out: Output) -> int:
+    from pvinit.remote.publish import publish
+
+    co = _checkout(args)
+    target = _publish_target(args.to)
+    bar = out.progress(f"publishing to {args.channel}")
+    report = publish(co, target, args.channel, revision=args.rev, delta_depth=args.delta_depth,
+                     level=args.level, allow_unsigned=args.allow_unsigned, force=args.force,
+                     progress=bar)
+    if bar:
+        bar.close()
+    if out.json_mode:
+        out.data({**report.to_dict(), "to": str(target)})
+        return 0
+    out.line(f"published revision {report.revision} to {target} channel {report.channel}: "
+             f"{report.objects_written} object(s) written, {report.objects_skipped} already "
+             f"there, {report.deltas_written} delta(s), {human_size(report.bytes_written)}")
+    for d in report.deltas:
+        out.line(f"  delta {d.base[:12]} -> {d.target[:12]}: {human_size(d.size)} "
+                 f"(object {human_size(d.full_size)})")
+    if not report.channel_moved:
+        out.line(f"channel {report.channel} already pointed at revision {report.revision}")
+    return 0
+
+
 # -- store upkeep -------------------------------------------------------------
 def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
     co = _checkout(args)
@@ -528,6 +571,18 @@ def build_parser() -> Parser:
     p.add_argument("--key", action="append", help="trusted public key file")
     p.add_argument("--threshold", type=int, default=1)
     p.add_argument("--trust", help="trust file (instead of --key)")
+
+    p = add("publish", cmd_publish, "publish a signed revision to a remote repository directory")
+    p.add_argument("rev", nargs="?", default="HEAD")
+    p.add_argument("--to", required=True, metavar="DIR|file://DIR", help="repository to write")
+    p.add_argument("--channel", required=True, help="channel to point at the revision")
+    p.add_argument("--delta-depth", type=int, default=3, metavar="N",
+                   help="make deltas from the last N revisions of the channel (default 3)")
+    p.add_argument("--level", type=int, default=19, help="zstd level (default 19)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="publish an unsigned revision (devices with a trust file refuse it)")
+    p.add_argument("--force", action="store_true",
+                   help="move the channel backwards or replace a different revision N")
 
     p = add("fsck", cmd_fsck, "check the object store")
     p.add_argument("--repair", action="store_true", help="quarantine bad files")

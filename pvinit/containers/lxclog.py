@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import re
 
+#: A log line; its prefix is the program liblxc runs in: ``lxc`` under python-lxc,
+#: ``lxc-start`` when the driver starts containers with that tool.
 _LINE = re.compile(
-    r"^lxc(?: \S+)? \d+\.\d+ (?P<level>[A-Z]+)\s+(?P<source>\S+)"
+    r"^lxc(?:-[a-z]+)?(?: \S+)? \d+\.\d+ (?P<level>[A-Z]+)\s+(?P<source>\S+)"
     r" - (?P<origin>\S+) - (?P<message>.*)$"
 )
 _CHILD_END = re.compile(

@@ -37,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pvinit import durable
 from pvinit.containers.driver import ContainerDriver
@@ -54,9 +55,13 @@ from pvinit.supervisor.status import (
     SupervisorPhase,
     write_status,
 )
+from pvinit.supervisor.updates import Health, UpdateCoordinator
 from pvinit.trails.install import InstalledRevision, install_bundle, load_trail
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
+
+if TYPE_CHECKING:
+    from pvinit.update.engine import Prepared
 
 #: Exit code asking PID 1 for a reboot (EX_TEMPFAIL: "try again").
 EXIT_REBOOT = 75
@@ -136,6 +141,7 @@ class Supervisor:
         self._signals: deque[int] = deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._published: StatusDocument | None = None
+        self.updates: UpdateCoordinator | None = None
 
     # -- status -----------------------------------------------------------------
 
@@ -221,7 +227,7 @@ class Supervisor:
         if boot_disks.exists():
             shutil.rmtree(boot_disks)
         durable.makedirs(boot_disks)
-        revision = choose_revision(layout, self.config.factory, self.log)
+        revision = self._boot_revision()
         self.revision = revision
         self.log.open(layout.log_dir(revision, "pvinit") / "pvinit.log")
         installed: InstalledRevision = load_trail(layout, revision)
@@ -251,7 +257,29 @@ class Supervisor:
             log=self.log,
         )
         self.runtime.mount_bsp()
+        if self.updates is not None:
+            self.updates.booted(revision)
         self.publish()
+
+    def _boot_revision(self) -> int:
+        """What to run: the bootloader's choice reconciled with the journals, else refs/factory.
+
+        A broken settings file or boot environment must not stop the device
+        from booting what it has: updates are then off, and the log says why.
+        """
+        layout = self.layout
+        planned: int | None = None
+        try:
+            self.updates = UpdateCoordinator(layout, self, log=self.log)
+            planned = self.updates.on_boot().run
+        except PvError as error:
+            self.log(f"updates disabled: {error}")
+            self.updates = None
+        if planned is not None and layout.trail(planned).is_dir():
+            return planned
+        if planned is not None:
+            self.log(f"revision {planned} has no trail here; booting refs/current instead")
+        return choose_revision(layout, self.config.factory, self.log)
 
     # -- 1. poll ------------------------------------------------------------------
 
@@ -262,6 +290,10 @@ class Supervisor:
             return 0.0  # the next group may start now: act() must not wait for a timer
         timers = [run.deadline for run in self.groups if run.status is GroupStatus.STARTING]
         timers += [u.restart_at for u in self.units if u.restart_at is not None]
+        if self.updates is not None:
+            deadline = self.updates.next_deadline()
+            if deadline is not None:
+                timers.append(deadline)
         if not timers:
             return MAX_WAIT
         return min(MAX_WAIT, max(0.0, min(timers) - now))
@@ -299,6 +331,10 @@ class Supervisor:
     # -- 2. act -------------------------------------------------------------------
 
     def act(self) -> None:
+        if self.updates is not None and self.phase is not SupervisorPhase.STARTING:
+            self.updates.tick()
+            if self.stop_requested is not None:
+                return  # a rollback or a try reboot is under way: start nothing more
         now = time.monotonic()
         for run in self.groups:
             if run.status is GroupStatus.WAITING:
@@ -323,6 +359,9 @@ class Supervisor:
         ):
             self.phase = SupervisorPhase.RUNNING
             self.log(f"revision {self.revision}: every group started")
+            if self.updates is not None:
+                self.updates.tick()
+                self.updates.start_worker()
         for unit in self.units:
             if unit.restart_at is not None and now >= unit.restart_at:
                 unit.restart_at = None
@@ -405,11 +444,87 @@ class Supervisor:
             else:
                 self.log(f"{name} ignored")
 
+    # -- hooks for updates ----------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Interrupt the loop's select (from the update worker thread)."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"u")
+
+    def health(self) -> Health:
+        done = (GroupStatus.REACHED, GroupStatus.TIMED_OUT)
+        bad = (ContainerStatus.FAILED, ContainerStatus.EXITED)
+        unstable_until = 0.0
+        for unit in self.units:
+            stable = unit.recovery.stable_timeout if unit.recovery is not None else 0
+            if unit.running and unit.started_mono is not None and stable:
+                unstable_until = max(unstable_until, unit.started_mono + float(stable))
+        return Health(
+            all_groups_done=all(run.status in done for run in self.groups)
+            and all(u.report().goal_reached for u in self.units),
+            timed_out_groups=tuple(
+                run.group.name for run in self.groups if run.status is GroupStatus.TIMED_OUT
+            ),
+            failed_containers=tuple(
+                u.name for u in self.units if u.status in bad or u.restart_at is not None
+            ),
+            restarts={u.name: u.restarts for u in self.units},
+            unstable_until=unstable_until,
+        )
+
+    def apply_live(self, prepared: Prepared) -> None:
+        """Switch to ``prepared`` without a reboot: restart only the containers it changes."""
+        assert self.runtime is not None
+        plan = prepared.plan
+        stopping = set(plan.containers_to_stop)
+        for run in reversed(self.groups):
+            for unit in reversed(run.units):
+                if unit.name not in stopping:
+                    continue
+                unit.restart_at = None
+                if unit.running:
+                    self.driver.stop(unit.name, self.config.stop_grace)
+                self.runtime.release(unit)
+                self.log(f"{unit.name}: STOPPED for revision {prepared.revision}")
+            run.units = [u for u in run.units if u.name not in stopping]
+        installed = load_trail(self.layout, prepared.revision)
+        self.runtime.installed = installed
+        self.revision = prepared.revision
+        self.updates_booted(prepared.revision)
+        state = installed.state
+        by_group = {run.group.name: run for run in self.groups}
+        for name in plan.containers_to_start:
+            container = state.containers[name]
+            target = by_group.get(container.group)
+            if target is None:
+                raise NotFoundError("group is not running", where=f"{name}: {container.group}")
+            unit = Unit(
+                container=container,
+                goal=state.status_goal_of(name),
+                restart_policy=state.restart_policy_of(name),
+                recovery=container.auto_recovery,
+            )
+            target.units.append(unit)
+            try:
+                self.runtime.prepare(unit)
+            except (PvError, OSError) as error:
+                self._fail(unit, error, "cannot mount or define")
+                continue
+            unit.status = ContainerStatus.MOUNTED
+            self._start_unit(unit)
+        self.publish()
+
+    def updates_booted(self, revision: int) -> None:
+        if self.updates is not None:
+            self.updates.booted(revision)
+
     # -- the way down -------------------------------------------------------------------
 
     def shutdown(self) -> int:
         """Stop containers in reverse group order, undo every mount; return the exit code."""
         reboot, why = self.stop_requested or (False, "stop")
+        if self.updates is not None:
+            self.updates.stop()
         self.phase, self.reason = SupervisorPhase.STOPPING, why
         self.publish()
         for run in reversed(self.groups):

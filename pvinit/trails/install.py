@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit import durable
-from pvinit.bundle.reader import BundleReader
 from pvinit.errors import (
     ConflictError,
     IntegrityError,
@@ -202,6 +201,8 @@ def install_bundle(layout: StorageLayout, bundle_path: str | os.PathLike[str]) -
     object neither it nor the store has, changes nothing on disk.
     """
     where = str(bundle_path)
+    from pvinit.bundle.reader import BundleReader  # zstandard + msgpack: only for a bundle
+
     with BundleReader(Path(bundle_path)) as reader:
         header = reader.header
         state = _check_envelope(header.state, header.envelope, where)

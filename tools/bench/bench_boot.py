@@ -25,6 +25,7 @@ Needs root (namespaces, loop mounts, LXC).  In one run of this command:
 3. **Install footprint**: ``du`` of ``pvinit/`` without ``__pycache__``, and
    the Debian packages' ``Installed-Size``.
 
+``pvinit/`` is byte-compiled first (:func:`byte_compile`), as on a device.
 Medians over ``--runs``; ratios are what count (the machine is shared).
 
     .venv/bin/python tools/bench/bench_boot.py [--runs 3] [--idle 10] [--json FILE]
@@ -527,6 +528,20 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def byte_compile() -> None:
+    """Byte-compile ``pvinit/`` first, as a device image is (``images/vm/build``).
+
+    Without ``.pyc`` files (``PYTHONDONTWRITEBYTECODE=1``, a read-only
+    tree) every interpreter compiles each module it imports from source,
+    every boot: ~10 ms more for PID 1, ~30 ms more for the supervisor.
+    """
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(REPO / "pvinit")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 @contextlib.contextmanager
 def workdir(keep: bool) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="pvbench-boot-"))
@@ -560,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     state = args.state.absolute()
     factory = args.factory.absolute()
+    byte_compile()
     pv_runs: list[PvinitRun] = []
     ref_runs: list[ReferenceRun] = []
     for number in range(1, args.runs + 1):

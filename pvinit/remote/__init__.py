@@ -1,0 +1,1 @@
+"""The remote repository a fleet pulls from: layout, deltas, publishing."""

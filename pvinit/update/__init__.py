@@ -1,0 +1,1 @@
+"""Over-the-air updates: the state machine, its journal, and the engine that drives them."""

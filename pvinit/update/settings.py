@@ -1,0 +1,101 @@
+"""Device settings for updates: ``<storage>/config/pvinit.json`` and the trust file.
+
+::
+
+    {"bootenv": {"kind": "file", "path": "boot/env"},   # or uboot / grub, path relative to storage
+     "commit_delay": 10,                                  # seconds a try must stay healthy
+     "remote": {"url": "https://...", "channel": "stable", "poll_interval": 300}}
+
+Every field is optional; a device with no trust file refuses every update
+(there is no safe default key).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvinit.errors import BadInputError
+from pvinit.trails.layout import StorageLayout
+
+DEFAULT_COMMIT_DELAY = 10.0
+DEFAULT_POLL_INTERVAL = 300.0
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    url: str
+    channel: str
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+
+    def to_dict(self) -> dict[str, object]:
+        return {"url": self.url, "channel": self.channel, "poll_interval": self.poll_interval}
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    bootenv_kind: str = "file"
+    bootenv_path: str = "boot/env"
+    commit_delay: float = DEFAULT_COMMIT_DELAY
+    remote: RemoteSettings | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "bootenv": {"kind": self.bootenv_kind, "path": self.bootenv_path},
+            "commit_delay": self.commit_delay,
+        }
+        if self.remote is not None:
+            out["remote"] = self.remote.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: object, *, where: str) -> DeviceSettings:
+        if not isinstance(data, dict):
+            raise BadInputError("settings must be a JSON object", where=where)
+        bootenv = data.get("bootenv", {})
+        if not isinstance(bootenv, dict):
+            raise BadInputError("'bootenv' must be an object", where=f"{where}#bootenv")
+        kind = bootenv.get("kind", "file")
+        path = bootenv.get("path", "boot/env")
+        if kind not in ("file", "uboot", "grub") or not isinstance(path, str) or not path:
+            raise BadInputError("bootenv needs kind file|uboot|grub and a path",
+                                where=f"{where}#bootenv")
+        delay = data.get("commit_delay", DEFAULT_COMMIT_DELAY)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            raise BadInputError("'commit_delay' must be seconds >= 0",
+                                where=f"{where}#commit_delay")
+        remote = None
+        raw_remote = data.get("remote")
+        if raw_remote is not None:
+            if not isinstance(raw_remote, dict) or not isinstance(raw_remote.get("url"), str) \
+                    or not isinstance(raw_remote.get("channel"), str):
+                raise BadInputError("'remote' needs a url and a channel", where=f"{where}#remote")
+            interval = raw_remote.get("poll_interval", DEFAULT_POLL_INTERVAL)
+            if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
+                    or interval <= 0:
+                raise BadInputError("'poll_interval' must be seconds > 0",
+                                    where=f"{where}#remote.poll_interval")
+            remote = RemoteSettings(raw_remote["url"], raw_remote["channel"], float(interval))
+        return cls(bootenv_kind=kind, bootenv_path=path, commit_delay=float(delay), remote=remote)
+
+
+def settings_path(layout: StorageLayout) -> Path:
+    return layout.root / "config" / "pvinit.json"
+
+
+def trust_path(layout: StorageLayout) -> Path:
+    return layout.root / "config" / "trust.json"
+
+
+def load_settings(layout: StorageLayout) -> DeviceSettings:
+    path = settings_path(layout)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return DeviceSettings()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise BadInputError("settings file is not JSON", where=str(path)) from None
+    return DeviceSettings.from_dict(data, where=str(path))

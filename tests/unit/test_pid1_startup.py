@@ -1,0 +1,100 @@
+"""What PID 1 and the dev launcher start with: options, interpreter flags, imports (issue 3)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pvinit.pid1.init import DEFAULT_SUPERVISOR, interpreter_flags, parse_args, split_options
+from pvinit.pid1.launcher import LaunchConfig, Launcher, site_dirs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_options_take_values_spaced_or_after_an_equals_sign() -> None:
+    found, unknown = split_options(["--storage=/s", "--stop-grace", "2", "--dev", "quiet", "a=b"])
+    assert found == {"--storage": "/s", "--stop-grace": "2", "--dev": ""}
+    assert unknown == ["quiet", "a=b"]
+
+
+def test_option_missing_its_value_or_flag_given_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="--storage needs a value"):
+        split_options(["--dev", "--storage"])
+    with pytest.raises(ValueError, match="--dev takes no value"):
+        split_options(["--dev=1"])
+
+
+def test_grace_that_is_not_a_number_is_refused_naming_the_option() -> None:
+    with pytest.raises(ValueError, match="--kill-grace"):
+        parse_args(["--kill-grace", "soon"])
+
+
+def test_defaults_without_options() -> None:
+    config, unknown = parse_args([])
+    assert unknown == []
+    assert config.storage == "/storage"
+    assert config.supervisor_argv == DEFAULT_SUPERVISOR
+    assert config.watchdog_path == "/dev/watchdog"
+    assert (config.stop_grace, config.kill_grace, config.dev) == (10.0, 3.0, False)
+    assert parse_args(["--no-watchdog"])[0].watchdog_path is None
+
+
+def _flags_of(*flags: str) -> tuple[str, ...]:
+    code = "from pvinit.pid1.init import interpreter_flags; print(' '.join(interpreter_flags()))"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *site_dirs()]))
+    out = subprocess.run(  # cwd: under -E (no PYTHONPATH) pvinit comes from the cwd
+        [sys.executable, *flags, "-c", code],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return tuple(out.stdout.split())
+
+
+def test_supervisor_inherits_the_isolation_and_site_flags_of_pid1() -> None:
+    assert _flags_of("-S", "-P") == ("-P", "-S")
+    assert _flags_of("-E", "-s", "-S") == ("-E", "-s", "-S")
+    assert _flags_of() == ()
+    assert DEFAULT_SUPERVISOR[1:-2] == interpreter_flags()
+
+
+def test_launcher_runs_pid1_without_site_and_passes_the_site_dirs(tmp_path: Path) -> None:
+    launcher = Launcher(LaunchConfig(storage=tmp_path))
+    command = launcher.command()
+    at = command.index(sys.executable)
+    assert command[at + 1 : at + 5] == ["-S", "-P", "-m", "pvinit.pid1"]
+    path = launcher.python_path("/extra").split(os.pathsep)
+    assert path[:2] == [str(REPO), "/extra"]
+    assert all(d in path for d in site_dirs())
+
+
+def test_launcher_runs_another_interpreter_plainly(tmp_path: Path) -> None:
+    launcher = Launcher(LaunchConfig(storage=tmp_path, python="/usr/bin/false"))
+    command = launcher.command()
+    at = command.index("/usr/bin/false")
+    assert command[at + 1 : at + 4] == ["-m", "pvinit.pid1", "--dev"]
+    assert launcher.python_path("") == str(REPO)
+
+
+def test_pid1_imports_neither_dataclasses_argparse_pathlib_nor_openssl() -> None:
+    code = (
+        "import sys, pvinit.pid1.init\n"
+        "heavy = {'dataclasses', 'argparse', 'inspect', 'hashlib', 'json', 'subprocess',"
+        " 'pathlib'}\n"
+        "print(' '.join(sorted(heavy & set(sys.modules))))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(
+        [sys.executable, "-S", "-P", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split() == []
