@@ -74,7 +74,7 @@ def open_device_bootenv(layout: StorageLayout, settings: DeviceSettings) -> Boot
     if not path.is_absolute():
         path = layout.root / path
     durable.makedirs(path.parent)
-    return open_boot_env(settings.bootenv_kind, path)
+    return open_boot_env(settings.bootenv_kind, path, **dict(settings.bootenv_options))
 
 
 class UpdateWorker(threading.Thread):

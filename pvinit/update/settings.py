@@ -3,6 +3,7 @@
 ::
 
     {"bootenv": {"kind": "file", "path": "boot/env"},   # or uboot / grub, path relative to storage
+                                                          # uboot also takes "size", "redundant"
      "commit_delay": 10,                                  # seconds a try must stay healthy
      "remote": {"url": "https://...", "channel": "stable", "poll_interval": 300}}
 
@@ -37,12 +38,15 @@ class RemoteSettings:
 class DeviceSettings:
     bootenv_kind: str = "file"
     bootenv_path: str = "boot/env"
+    bootenv_options: tuple[tuple[str, object], ...] = ()
+    """Backend options (U-Boot: size, redundant, defaults), as given."""
     commit_delay: float = DEFAULT_COMMIT_DELAY
     remote: RemoteSettings | None = None
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
-            "bootenv": {"kind": self.bootenv_kind, "path": self.bootenv_path},
+            "bootenv": {"kind": self.bootenv_kind, "path": self.bootenv_path,
+                        **dict(self.bootenv_options)},
             "commit_delay": self.commit_delay,
         }
         if self.remote is not None:
@@ -61,6 +65,7 @@ class DeviceSettings:
         if kind not in ("file", "uboot", "grub") or not isinstance(path, str) or not path:
             raise BadInputError("bootenv needs kind file|uboot|grub and a path",
                                 where=f"{where}#bootenv")
+        options = tuple(sorted((k, v) for k, v in bootenv.items() if k not in ("kind", "path")))
         delay = data.get("commit_delay", DEFAULT_COMMIT_DELAY)
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
             raise BadInputError("'commit_delay' must be seconds >= 0",
@@ -77,7 +82,8 @@ class DeviceSettings:
                 raise BadInputError("'poll_interval' must be seconds > 0",
                                     where=f"{where}#remote.poll_interval")
             remote = RemoteSettings(raw_remote["url"], raw_remote["channel"], float(interval))
-        return cls(bootenv_kind=kind, bootenv_path=path, commit_delay=float(delay), remote=remote)
+        return cls(bootenv_kind=kind, bootenv_path=path, bootenv_options=options,
+                   commit_delay=float(delay), remote=remote)
 
 
 def settings_path(layout: StorageLayout) -> Path:

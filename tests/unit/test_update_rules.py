@@ -111,3 +111,21 @@ def test_settings_refuse_bad_values_naming_the_field() -> None:
         DeviceSettings.from_dict({"remote": {"url": 3}}, where="pvinit.json")
     ok = DeviceSettings.from_dict({"remote": {"url": "http://x", "channel": "c"}}, where="p")
     assert ok.remote is not None and ok.remote.channel == "c"
+
+
+def test_uboot_options_in_settings_reach_the_backend(tmp_path: Path) -> None:
+    from pvinit.boot.uboot import UBootEnv
+    from pvinit.supervisor.updates import open_device_bootenv
+
+    settings = DeviceSettings.from_dict(
+        {"bootenv": {"kind": "uboot", "path": "boot/u.env", "size": 8192, "defaults": {}}},
+        where="pvinit.json",
+    )
+    env = open_device_bootenv(StorageLayout(tmp_path), settings)
+    assert isinstance(env, UBootEnv)
+    env.update({"pv_rev": "1"})
+    assert (tmp_path / "boot" / "u.env").stat().st_size == 8192
+    assert env.read()["pv_rev"] == "1"
+    with pytest.raises(BadInputError, match="colour"):
+        open_device_bootenv(StorageLayout(tmp_path), DeviceSettings.from_dict(
+            {"bootenv": {"kind": "file", "colour": "red"}}, where="p"))
