@@ -116,21 +116,40 @@ class UpdateWorker(threading.Thread):
         if remote is not None and time.monotonic() >= self._next_remote:
             self._from_remote(remote.url, remote.channel, remote.poll_interval)
 
-    def _offer(self, source: UpdateSource) -> None:
+    def _offer(self, source: UpdateSource) -> Prepared | None:
         prepared = self.engine().prepare(source)
         if prepared is not None:
             self.idle.clear()  # one update at a time: wait until the loop is done with it
             self.deliver(prepared)
+        return prepared
+
+    def _refusal(self, source: UpdateSource) -> str:
+        """Why ``prepare`` took nothing from ``source`` ("" when it was simply not new)."""
+        from pvinit.signing.envelope import Envelope
+
+        envelope = Envelope.from_json(source.envelope_bytes(), source=source.describe())
+        journal = read_journal(self.layout, envelope.revision)
+        if journal is not None and journal.state in (UpdateState.WONTGO, UpdateState.ERROR):
+            return f"revision {envelope.revision} {journal.state.value}: {journal.reason}"
+        committed = self.engine().last_committed()
+        if journal is None and committed is not None and envelope.revision <= committed:
+            return (f"revision {envelope.revision} is not newer than the committed revision "
+                    f"{committed} (a replay or downgrade)")
+        return ""
 
     def _from_bundle(self, bundle: Path) -> None:
         from pvinit.transport.sources import BundleSource
 
         outcome, reason = "done", ""
         try:
-            self._offer(BundleSource(bundle))
-        except PvError as error:
+            source = BundleSource(bundle)
+            if self._offer(source) is None:
+                reason = self._refusal(source)
+                outcome = "failed" if reason else "done"
+        except (PvError, OSError) as error:  # a bad bundle must not be retried forever
             outcome, reason = "failed", str(error)
-            self.log(f"inbox: {bundle.name}: {error}")
+        if reason:
+            self.log(f"inbox: {bundle.name}: {reason}")
         target = bundle.parent / outcome
         durable.makedirs(target)
         os.replace(bundle, target / bundle.name)

@@ -269,9 +269,12 @@ def test_replayed_and_badly_signed_revisions_are_refused(updater: Updater) -> No
     u.wait("unsigned WONTGO", lambda: u.journal_state(2) == "WONTGO")
     journal = read_journal(u.dev.layout, 2)
     assert journal is not None and "signature" in journal.reason
-    assert (u.dev.storage / "inbox" / "done" / "unsigned.pvb").is_file()
+    failed = u.dev.storage / "inbox" / "failed"
+    assert (failed / "unsigned.pvb").is_file()
+    assert "WONTGO" in (failed / "unsigned.pvb.reason").read_text()
     replay = u.bundle(GROUPS, base_containers(app_env="9"), name="replay.pvb", revision=1)
     u.drop(replay)
     u.wait("replay handled", lambda: not (u.dev.storage / "inbox" / "replay.pvb").exists())
     assert u.journal_state(1) is None or u.journal_state(1) != "WONTGO"
+    assert "not newer" in (failed / "replay.pvb.reason").read_text()
     assert u.env().get("pv_rev") == "1" and u.boots() == 0
