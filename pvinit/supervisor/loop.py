@@ -61,6 +61,7 @@ from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
 
 if TYPE_CHECKING:
+    from pvinit.control.server import ControlServer
     from pvinit.update.engine import Prepared
 
 #: Exit code asking PID 1 for a reboot (EX_TEMPFAIL: "try again").
@@ -142,6 +143,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._published: StatusDocument | None = None
         self.updates: UpdateCoordinator | None = None
+        self.control: ControlServer | None = None  # the control socket (pvinit.control)
 
     # -- status -----------------------------------------------------------------
 
@@ -259,6 +261,7 @@ class Supervisor:
         self.runtime.mount_bsp()
         if self.updates is not None:
             self.updates.booted(revision)
+        self._open_control()
         self.publish()
 
     def _boot_revision(self) -> int:
@@ -314,7 +317,10 @@ class Supervisor:
                 if fd is not None:
                     exits.append(fd)
         timeout = 0.0 if self._signals else self._next_timer(time.monotonic())
-        readable, _, _ = select.select([self._wake_r, *watched, *exits], [], [], timeout)
+        ctl_read, ctl_write, timeout = self._control_watch(timeout)
+        readable, writable, _ = select.select(
+            [self._wake_r, *watched, *exits, *ctl_read], ctl_write, [], timeout)
+        self._control_serve(readable, writable)
         for fd in readable:
             if fd == self._wake_r:
                 self._drain_wakeup()
@@ -523,6 +529,7 @@ class Supervisor:
     def shutdown(self) -> int:
         """Stop containers in reverse group order, undo every mount; return the exit code."""
         reboot, why = self.stop_requested or (False, "stop")
+        self._close_control()
         if self.updates is not None:
             self.updates.stop()
         self.phase, self.reason = SupervisorPhase.STOPPING, why
@@ -549,3 +556,63 @@ class Supervisor:
         self.publish()
         self.log(f"stopped ({why}); {'asking for a reboot' if reboot else 'exiting'}")
         return EXIT_REBOOT if reboot else 0
+
+    # -- the control socket (pvinit.control): open, watch in poll(), close -----------------
+
+    def _open_control(self) -> None:
+        """Serve ``<run-dir>/pvinit/ctl.sock``; a failure is logged, never fatal."""
+        from pvinit.control.actions import control_group
+        from pvinit.control.handlers import ControlApi, allow_peer, socket_path
+        from pvinit.control.server import ControlServer
+
+        server = ControlServer(
+            socket_path(self.config.run_dir), ControlApi(self),
+            upload_dir=self.layout.root / "inbox", log=self.log,
+            allowed=allow_peer(self.layout), group=control_group(self.layout))
+        try:
+            server.open()
+        except OSError as error:
+            self.log(f"control socket unavailable: {error}")
+            return
+        self.control = server
+
+    def _control_watch(self, timeout: float) -> tuple[list[int], list[int], float]:
+        if self.control is None:
+            return [], [], timeout
+        deadline = self.control.next_deadline()
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+        return self.control.read_fds(), self.control.write_fds(), timeout
+
+    def _control_serve(self, readable: list[int], writable: list[int]) -> None:
+        if self.control is not None:
+            self.control.handle(readable, writable)
+            self.control.tick()
+
+    def _close_control(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+    def stop_container(self, unit: Unit) -> None:
+        """Stop one container on request (control API); it stays STOPPED until started."""
+        unit.restart_at = None
+        if unit.running:
+            unit.status = ContainerStatus.STOPPING
+            self.driver.stop(unit.name, self.config.stop_grace)
+        unit.status, unit.pid, unit.reason = ContainerStatus.STOPPED, None, "stopped by request"
+        self.log(f"{unit.name}: STOPPED by request")
+        self.publish()
+
+    def start_container(self, unit: Unit) -> None:
+        unit.restart_at = None
+        self._start_unit(unit)
+
+    def request_poweroff(self, why: str) -> None:
+        """PID 1 powers off on SIGUSR2 (then stops us with SIGTERM); without it, just stop."""
+        self.reason = why
+        self.log(why)
+        if os.getppid() == 1:
+            os.kill(1, signal.SIGUSR2)
+        else:
+            self.request_stop(reboot=False, why=why)
