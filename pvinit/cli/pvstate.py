@@ -10,16 +10,28 @@ Each command is a thin shell over :mod:`pvinit.checkout`.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pvinit import __version__
 from pvinit.checkout.checkout import Checkout
-from pvinit.checkout.editing import ContainerOptions, add_container, add_path, set_bsp
+from pvinit.checkout.editing import (
+    ContainerOptions,
+    PullOptions,
+    add_container,
+    add_path,
+    set_bsp,
+)
 from pvinit.checkout.revisions import Revision
 from pvinit.cli.common import Parser, parse_assignments, run
 from pvinit.cli.output import Output, human_size
 from pvinit.errors import BadInputError, UsageError
+from pvinit.remote.oci import OciTarget, is_oci_url
+
+if TYPE_CHECKING:
+    from pvinit.transport.registry import RegistryAuth
 
 
 def _checkout(args: argparse.Namespace) -> Checkout:
@@ -112,7 +124,7 @@ def cmd_container_add(args: argparse.Namespace, out: Output) -> int:
         group=args.group,
         status_goal=args.status_goal,
         restart_policy=args.restart_policy,
-        init=tuple(args.init) if args.init else ("/sbin/init",),
+        init=tuple(args.init) if args.init else None,
         env=parse_assignments(args.env, "--env"),
         lxc=parse_assignments(args.lxc, "--lxc"),
         persistence=args.persistence,
@@ -120,7 +132,10 @@ def cmd_container_add(args: argparse.Namespace, out: Output) -> int:
     )
     bar = out.progress(f"building {args.name}")
     state = add_container(
-        co, args.name, Path(args.source), options, replace=args.replace, progress=bar
+        co, args.name, args.source, options, replace=args.replace, progress=bar,
+        image_config=not args.no_config,
+        pull=PullOptions(authfile=Path(args.authfile) if args.authfile else None,
+                         insecure=args.insecure_registry),
     )
     if bar:
         bar.close()
@@ -398,21 +413,40 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
 
 
 # -- publishing ---------------------------------------------------------------
-def _publish_target(spec: str) -> Path:
-    """A repository directory from ``DIR`` or ``file://DIR``; http(s) waits for issue 6."""
+def _publish_target(spec: str) -> Path | OciTarget:
+    """A repository directory (``DIR``, ``file://DIR``) or a registry (``oci://HOST/REPO``)."""
     from urllib.parse import unquote, urlsplit
 
     from pvinit.errors import RefusedError
 
+    if is_oci_url(spec):
+        return OciTarget.parse(spec)
     if "://" not in spec:
         return Path(spec)
     url = urlsplit(spec)
     if url.scheme in {"http", "https"}:
-        raise RefusedError("publishing to an HTTP(S) remote is not supported yet", where=spec,
-                           hint="publish to a directory and serve or sync it (uploads: issue 6)")
+        raise RefusedError("publishing to an HTTP(S) remote is not supported", where=spec,
+                           hint="publish to a directory and serve or sync it, or to a "
+                                "registry with oci://HOST/REPO (issue 6)")
     if url.scheme != "file" or url.netloc not in {"", "localhost"} or not url.path:
-        raise UsageError("--to takes a directory or a file:///path URL", where=spec)
+        raise UsageError("--to takes a directory, a file:///path URL or oci://HOST/REPO",
+                         where=spec)
     return Path(unquote(url.path))
+
+
+def _registry_auth() -> RegistryAuth | None:
+    """Registry credentials from PVSTATE_REGISTRY_USER/_PASSWORD or PVSTATE_REGISTRY_TOKEN."""
+    from pvinit.transport.registry import RegistryAuth
+
+    user = os.environ.get("PVSTATE_REGISTRY_USER")
+    password = os.environ.get("PVSTATE_REGISTRY_PASSWORD")
+    token = os.environ.get("PVSTATE_REGISTRY_TOKEN")
+    if user is None and token is None:
+        return None
+    if user is not None and password is None:
+        raise UsageError("PVSTATE_REGISTRY_USER needs PVSTATE_REGISTRY_PASSWORD",
+                         where="environment")
+    return RegistryAuth(username=user, password=password, token=token)
 
 
 def cmd_publish(args: argparse.Namespace, out: Output) -> int:
@@ -421,9 +455,17 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
     co = _checkout(args)
     target = _publish_target(args.to)
     bar = out.progress(f"publishing to {args.channel}")
-    report = publish(co, target, args.channel, revision=args.rev, delta_depth=args.delta_depth,
-                     level=args.level, allow_unsigned=args.allow_unsigned, force=args.force,
-                     progress=bar)
+    if isinstance(target, Path):
+        report = publish(co, target, args.channel, revision=args.rev,
+                         delta_depth=args.delta_depth, level=args.level,
+                         allow_unsigned=args.allow_unsigned, force=args.force, progress=bar)
+    else:
+        from pvinit.remote.oci_publish import publish_oci
+
+        report = publish_oci(co, target, args.channel, revision=args.rev,
+                             delta_depth=args.delta_depth, level=args.level,
+                             allow_unsigned=args.allow_unsigned, force=args.force,
+                             progress=bar, auth=_registry_auth())
     if bar:
         bar.close()
     if out.json_mode:
@@ -512,15 +554,27 @@ def build_parser() -> Parser:
 
     p_container = sub.add_parser("container", help="add or list containers")
     csub = p_container.add_subparsers(title="container commands", metavar="COMMAND")
-    p = csub.add_parser("add", help="build a container from a rootfs dir or tar", parents=[common])
+    p = csub.add_parser("add", help="build a container from a rootfs dir, tar or OCI image",
+                        parents=[common])
     p.set_defaults(func=cmd_container_add)
     p.add_argument("name")
-    p.add_argument("--from", dest="source", required=True, help="rootfs directory or tar archive")
+    p.add_argument("--from", dest="source", required=True, metavar="SOURCE",
+                   help="rootfs directory or tar archive; or an image: oci:PATH[:TAG], "
+                        "docker-archive:FILE[:REPO:TAG], docker://HOST[:PORT]/REPO[:TAG|@DIGEST]")
+    p.add_argument("--no-config", action="store_true",
+                   help="ignore the image config (command, env, workdir, user)")
+    p.add_argument("--authfile", metavar="FILE",
+                   help="registry credentials (skopeo/docker login format; default: "
+                        "$REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
+                        "~/.docker/config.json)")
+    p.add_argument("--insecure-registry", action="store_true",
+                   help="pull over plain HTTP (loopback registries always are)")
     p.add_argument("--group", default="app")
     p.add_argument("--status-goal", default="STARTED", choices=["MOUNTED", "STARTED", "READY"])
     p.add_argument("--restart-policy", default="container", choices=["system", "container"])
-    p.add_argument("--init", nargs="+", help="init command and arguments")
-    p.add_argument("--env", action="append", metavar="K=V")
+    p.add_argument("--init", nargs="+",
+                   help="init command and arguments (default: the image's, or /sbin/init)")
+    p.add_argument("--env", action="append", metavar="K=V", help="overrides the image's Env")
     p.add_argument("--lxc", action="append", metavar="KEY=VALUE", help="extra LXC config")
     p.add_argument("--persistence", default="boot", choices=["permanent", "revision", "boot"],
                    help="where the writable overlay lives")
@@ -572,9 +626,12 @@ def build_parser() -> Parser:
     p.add_argument("--threshold", type=int, default=1)
     p.add_argument("--trust", help="trust file (instead of --key)")
 
-    p = add("publish", cmd_publish, "publish a signed revision to a remote repository directory")
+    p = add("publish", cmd_publish,
+            "publish a signed revision to a repository directory or an OCI registry")
     p.add_argument("rev", nargs="?", default="HEAD")
-    p.add_argument("--to", required=True, metavar="DIR|file://DIR", help="repository to write")
+    p.add_argument("--to", required=True, metavar="DIR|file://DIR|oci://HOST/REPO",
+                   help="repository to write (registry credentials: PVSTATE_REGISTRY_USER "
+                        "and _PASSWORD, or PVSTATE_REGISTRY_TOKEN)")
     p.add_argument("--channel", required=True, help="channel to point at the revision")
     p.add_argument("--delta-depth", type=int, default=3, metavar="N",
                    help="make deltas from the last N revisions of the channel (default 3)")

@@ -36,7 +36,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 from pvinit.errors import (
     BadInputError,
@@ -324,6 +324,16 @@ def _content_length(response: http.client.HTTPResponse, url: str) -> int | None:
     return int(value)
 
 
+class Authorizer(Protocol):
+    """Adds credentials to requests and answers 401 challenges (a registry's auth)."""
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """Headers to add to a request for ``url`` (none for other origins)."""
+
+    def challenge(self, url: str, www_authenticate: str | None) -> bool:
+        """After a 401 for ``url``: True if new credentials make a retry worthwhile."""
+
+
 class HttpFetcher(Fetcher):
     """HTTP and HTTPS on the standard library (``http.client``, default SSL context).
 
@@ -333,10 +343,12 @@ class HttpFetcher(Fetcher):
     """
 
     def __init__(self, timeout: float = 30.0, user_agent: str = DEFAULT_USER_AGENT,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 authorizer: Authorizer | None = None) -> None:
         self.timeout = timeout
         self.user_agent = user_agent
         self._ssl_context = ssl_context
+        self.authorizer = authorizer
 
     def __repr__(self) -> str:
         return f"HttpFetcher(timeout={self.timeout!r})"
@@ -361,7 +373,8 @@ class HttpFetcher(Fetcher):
 
     def _open_at(self, url: str, offset: int) -> Response:
         current = url
-        for _ in range(MAX_REDIRECTS + 1):
+        challenged = False
+        for _ in range(MAX_REDIRECTS + 2):
             parts = urllib.parse.urlsplit(current)
             if parts.scheme not in ("http", "https"):
                 raise BadInputError(f"not an http(s) URL: {current!r:.200}", where=url)
@@ -373,9 +386,17 @@ class HttpFetcher(Fetcher):
                 headers = {"User-Agent": self.user_agent, "Accept-Encoding": "identity"}
                 if offset:
                     headers["Range"] = f"bytes={offset}-"
+                if self.authorizer is not None:
+                    headers.update(self.authorizer.headers_for(current))
                 connection.request("GET", target, headers=headers)
                 response = connection.getresponse()
                 status = response.status
+                if status == 401 and self.authorizer is not None and not challenged:
+                    challenged = True
+                    if self.authorizer.challenge(current,
+                                                 response.getheader("WWW-Authenticate")):
+                        connection.close()
+                        continue
                 if status in (301, 302, 303, 307, 308):
                     location = response.getheader("Location")
                     if not location:

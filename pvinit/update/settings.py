@@ -5,7 +5,9 @@
     {"bootenv": {"kind": "file", "path": "boot/env"},   # or uboot / grub, path relative to storage
                                                           # uboot also takes "size", "redundant"
      "commit_delay": 10,                                  # seconds a try must stay healthy
-     "remote": {"url": "https://...", "channel": "stable", "poll_interval": 300}}
+     "remote": {"url": "https://...", "channel": "stable", "poll_interval": 300,
+                # url may be oci://HOST[:PORT]/REPO (a registry); auth is optional:
+                "auth": {"username": "...", "password": "..."} or {"token": "..."}}}
 
 Every field is optional; a device with no trust file refuses every update
 (there is no safe default key).
@@ -14,14 +16,17 @@ Every field is optional; a device with no trust file refuses every update
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit.errors import BadInputError
 from pvinit.trails.layout import StorageLayout
+from pvinit.transport.registry import RegistryAuth
 
 DEFAULT_COMMIT_DELAY = 10.0
 DEFAULT_POLL_INTERVAL = 300.0
+MAX_INBOX_PATHS = 8
 
 
 @dataclass(frozen=True)
@@ -29,9 +34,15 @@ class RemoteSettings:
     url: str
     channel: str
     poll_interval: float = DEFAULT_POLL_INTERVAL
+    auth: RegistryAuth | None = None
+    """Credentials for a registry or a protected web server (Basic or bearer token)."""
 
     def to_dict(self) -> dict[str, object]:
-        return {"url": self.url, "channel": self.channel, "poll_interval": self.poll_interval}
+        out: dict[str, object] = {"url": self.url, "channel": self.channel,
+                                  "poll_interval": self.poll_interval}
+        if self.auth is not None:
+            out["auth"] = self.auth.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class DeviceSettings:
     """Backend options (U-Boot: size, redundant, defaults), as given."""
     commit_delay: float = DEFAULT_COMMIT_DELAY
     remote: RemoteSettings | None = None
+    inbox_paths: tuple[str, ...] = ()
+    """Extra directories watched for bundles besides ``<storage>/inbox`` (USB sticks)."""
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -51,6 +64,8 @@ class DeviceSettings:
         }
         if self.remote is not None:
             out["remote"] = self.remote.to_dict()
+        if self.inbox_paths:
+            out["inbox_paths"] = list(self.inbox_paths)
         return out
 
     @classmethod
@@ -81,9 +96,32 @@ class DeviceSettings:
                     or interval <= 0:
                 raise BadInputError("'poll_interval' must be seconds > 0",
                                     where=f"{where}#remote.poll_interval")
-            remote = RemoteSettings(raw_remote["url"], raw_remote["channel"], float(interval))
+            auth = None
+            if raw_remote.get("auth") is not None:
+                auth = RegistryAuth.from_dict(raw_remote["auth"], where=f"{where}#remote.auth")
+            remote = RemoteSettings(raw_remote["url"], raw_remote["channel"], float(interval),
+                                    auth)
         return cls(bootenv_kind=kind, bootenv_path=path, bootenv_options=options,
-                   commit_delay=float(delay), remote=remote)
+                   commit_delay=float(delay), remote=remote,
+                   inbox_paths=_inbox_paths(data.get("inbox_paths", []),
+                                            where=f"{where}#inbox_paths"))
+
+
+def _inbox_paths(raw: object, *, where: str) -> tuple[str, ...]:
+    """Validate ``inbox_paths``: a short list of distinct absolute, normalised paths."""
+    if not isinstance(raw, list) or len(raw) > MAX_INBOX_PATHS:
+        raise BadInputError(f"'inbox_paths' must be a list of at most {MAX_INBOX_PATHS} paths",
+                            where=where)
+    paths: list[str] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, str) or not item.startswith("/") or item == "/" \
+                or os.path.normpath(item) != item or "\0" in item or "\n" in item:
+            raise BadInputError("each inbox path must be an absolute, normalised directory "
+                                "path other than /", where=f"{where}[{index}]")
+        if item in paths:
+            raise BadInputError(f"{item} is listed twice", where=f"{where}[{index}]")
+        paths.append(item)
+    return tuple(paths)
 
 
 def settings_path(layout: StorageLayout) -> Path:
