@@ -231,32 +231,89 @@ def extract_tar(
     with _open_archive(tar_path) as archive:
         for member in archive:
             path = check_member(member, disk, allow_devices=devices)
-            if path == _ROOT:
-                continue
-            target = dest / path
-            _make_parents(dest, path)
-            if member.isdir():
-                if disk.kind(path) is not EntryKind.DIR:
-                    _remove(target)
-                    target.mkdir(mode=0o700)
-                directories.append((target, member))
-                continue
+            write_member(archive, member, dest, path, as_root=as_root, directories=directories)
+    finish_directories(directories, as_root=as_root)
+
+
+def write_member(
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    dest: Path,
+    path: PurePosixPath,
+    *,
+    as_root: bool,
+    directories: list[tuple[Path, tarfile.TarInfo]],
+) -> None:
+    """Write one member that :func:`check_member` accepted (as ``path``) under ``dest``.
+
+    Whatever non-directory was at the path is replaced; an existing directory
+    is kept and merged into.  Directories are appended to ``directories`` so
+    :func:`finish_directories` can set their modes and times once their
+    entries are written.
+    """
+    if path == _ROOT:
+        return
+    target = dest / path
+    _make_parents(dest, path)
+    if member.isdir():
+        if DiskTree(dest).kind(path) is not EntryKind.DIR:
             _remove(target)
-            if member.isreg():
-                _write_file(target, archive.extractfile(member), member, as_root=as_root)
-            elif member.issym():
-                target.symlink_to(member.linkname)
-                _set_owner_and_time(target, member, as_root=as_root, is_link=True)
-            elif member.islnk():
-                os.link(dest / archive_path(member.linkname, where=member.name), target,
-                        follow_symlinks=False)
-            else:
-                _make_node(target, member)
-                _set_owner_and_time(target, member, as_root=as_root, is_link=False)
-    # Directories last, deepest first: a read-only mode or an mtime set
-    # earlier would be undone (or block) the writes of their entries.
-    for target, member in reversed(directories):
+            target.mkdir(mode=0o700)
+        directories.append((target, member))
+        return
+    _remove(target)
+    if member.isreg():
+        _write_file(target, archive.extractfile(member), member, as_root=as_root)
+    elif member.issym():
+        target.symlink_to(member.linkname)
+        _set_owner_and_time(target, member, as_root=as_root, is_link=True)
+    elif member.islnk():
+        os.link(dest / archive_path(member.linkname, where=member.name), target,
+                follow_symlinks=False)
+    else:
+        _make_node(target, member)
         _set_owner_and_time(target, member, as_root=as_root, is_link=False)
+
+
+def finish_directories(
+    directories: list[tuple[Path, tarfile.TarInfo]], *, as_root: bool
+) -> None:
+    """Set directories' owners, modes and times, deepest (latest) first.
+
+    Done last: a read-only mode or an mtime set earlier would be undone (or
+    block) the writes of their entries.  A directory removed since (by a
+    later OCI whiteout) is skipped; a directory listed twice (by two OCI
+    layers) gets the metadata of its latest entry.
+    """
+    done: set[Path] = set()
+    for target, member in reversed(directories):
+        if target in done:
+            continue
+        done.add(target)
+        if target.is_dir() and not target.is_symlink():
+            _set_owner_and_time(target, member, as_root=as_root, is_link=False)
+
+
+def check_removal(name: str, tree: Tree, *, where: str) -> PurePosixPath:
+    """Check that removing ``name`` (an OCI whiteout's target) stays inside the root.
+
+    The path must be relative, normalised and not the root, and none of its
+    parents may be a symlink: removing ``link/x`` would delete outside the
+    tree when ``link`` points away.
+    """
+    path = archive_path(name, where=where)
+    if path == _ROOT:
+        raise BadInputError("a whiteout may not remove the root", where=where)
+    _check_parents(path, tree, where=where)
+    return path
+
+
+def remove_path(dest: Path, path: PurePosixPath) -> None:
+    """Remove whatever is at ``path`` under ``dest`` (a directory with its contents).
+
+    Only for a path :func:`check_removal` accepted against the tree on disk.
+    """
+    _remove(dest / path)
 
 
 @contextlib.contextmanager

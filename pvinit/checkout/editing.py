@@ -1,5 +1,10 @@
 """Edits of a checkout that build objects: ``add``, ``container add``, ``bsp set``.
 
+``container add`` builds its root volume from a rootfs directory or tar, or
+from a container image (see :class:`ImageSource`): an OCI image layout, a
+docker-archive or a registry reference; an image's config fills run.json's
+``init``/``env``/``cwd``/``user`` unless the options say otherwise.
+
 Each edit builds its objects in ``.pvstate/tmp``, composes the state the
 tree would hold afterwards, validates it, and only then moves files into
 the working tree (see :meth:`Checkout.apply_staged`).  A bad group name or
@@ -10,9 +15,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pvinit.build.oci import Image, OciLayout
+from pvinit.build.oci_archive import read_docker_archive
+from pvinit.build.oci_run import RunFields, run_fields
 from pvinit.build.rootfs import extract_tar
 from pvinit.build.squashfs import make_squashfs
 from pvinit.checkout.checkout import Checkout, Staged
@@ -22,6 +30,7 @@ from pvinit.state.model import State
 from pvinit.state.paths import check_key
 
 ROOT_VOLUME = "root.squashfs"
+DEFAULT_INIT = ("/sbin/init",)
 DEFAULT_AUTO_RECOVERY: dict[str, object] = {
     "policy": "on-failure",
     "max_retries": 5,
@@ -91,13 +100,20 @@ def add_path(
 
 @dataclass(frozen=True)
 class ContainerOptions:
-    """What ``pvstate container add`` writes into the container's run.json."""
+    """What ``pvstate container add`` writes into the container's run.json.
+
+    ``init`` None means "the image's command" (``/sbin/init`` when it has
+    none); ``env`` entries override the image's; ``cwd``/``user`` None mean
+    "the image's" (left out of run.json when it sets none).
+    """
 
     group: str = "app"
     status_goal: str = "STARTED"
     restart_policy: str = "container"
-    init: tuple[str, ...] = ("/sbin/init",)
+    init: tuple[str, ...] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
     lxc: Mapping[str, str] = field(default_factory=dict)
     persistence: str = "boot"
     roles: tuple[str, ...] = ()
@@ -111,10 +127,14 @@ class ContainerOptions:
             "group": self.group,
             "status_goal": self.status_goal,
             "restart_policy": self.restart_policy,
-            "init": list(self.init),
+            "init": list(self.init or DEFAULT_INIT),
             "env": dict(self.env),
             "storage": {"lxc-overlay": {"persistence": self.persistence}},
         }
+        if self.cwd:
+            doc["cwd"] = self.cwd
+        if self.user:
+            doc["user"] = self.user
         if self.lxc:
             doc["lxc"] = dict(self.lxc)
         if self.roles:
@@ -127,6 +147,88 @@ class ContainerOptions:
         return doc
 
 
+    def with_image(self, image: RunFields) -> ContainerOptions:
+        """These options over an image config's: what is given here wins."""
+        return replace(
+            self,
+            init=self.init if self.init is not None else image.init,
+            env={**image.env, **self.env},
+            cwd=self.cwd if self.cwd is not None else image.cwd or None,
+            user=self.user if self.user is not None else image.user or None,
+        )
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where ``container add --from`` takes a root filesystem from.
+
+    ``kind`` is ``path`` (a rootfs directory or tar archive), ``oci``
+    (``oci:PATH[:TAG]``), ``docker-archive`` (``docker-archive:FILE[:REF]``)
+    or ``docker`` (``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]``).
+    """
+
+    kind: str
+    location: str
+    reference: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ImageSource:
+        if text.startswith("oci:"):
+            rest = text[len("oci:"):]
+            path, colon, tag = rest.rpartition(":")
+            if Path(rest).is_dir() or not colon or "/" in tag or not tag:
+                return cls("oci", rest)
+            return cls("oci", path, tag)
+        if text.startswith("docker-archive:"):
+            rest = text[len("docker-archive:"):]
+            path, colon, ref = rest.partition(":")
+            if Path(rest).is_file() or not colon or not ref:
+                return cls("docker-archive", rest)
+            return cls("docker-archive", path, ref)
+        if text.startswith("docker://"):
+            from pvinit.build.oci_registry import RegistryRef
+
+            pulled = RegistryRef.parse(text[len("docker://"):])
+            return cls("docker", f"{pulled.host}/{pulled.repository}", pulled.reference)
+        return cls("path", text)
+
+    def __str__(self) -> str:
+        if self.kind == "path":
+            return self.location
+        if self.kind == "docker":
+            sep = "@" if (self.reference or "").startswith("sha256:") else ":"
+            return f"docker://{self.location}{sep}{self.reference}"
+        tail = f":{self.reference}" if self.reference else ""
+        return f"{self.kind}:{self.location}{tail}"
+
+
+@dataclass(frozen=True)
+class PullOptions:
+    """How to reach a registry for a ``docker://`` source."""
+
+    authfile: Path | None = None
+    insecure: bool = False
+
+
+def read_image(source: ImageSource, stage: Path, pull: PullOptions | None = None) -> Image:
+    """The image ``source`` names, its blobs local (in ``stage`` when copied) and checked."""
+    if source.kind == "oci":
+        return OciLayout(Path(source.location)).image(source.reference)
+    if source.kind == "docker-archive":
+        blobs = stage / "docker-archive"
+        blobs.mkdir()
+        return read_docker_archive(Path(source.location), source.reference, blobs)
+    if source.kind == "docker":
+        from pvinit.build import oci_registry
+
+        pull = pull or PullOptions()
+        ref = oci_registry.RegistryRef.parse(str(source)[len("docker://"):])
+        credentials = oci_registry.load_credentials(ref.host, pull.authfile)
+        return oci_registry.pull(ref, stage / "pulled", credentials=credentials,
+                                 insecure=pull.insecure)
+    raise BadInputError(f"not an image source: {source}")
+
+
 def check_container_name(name: str) -> str:
     check_key(name, where=name)
     if "/" in name or name in {"bsp", "device.json"} or name.endswith(".json"):
@@ -137,26 +239,46 @@ def check_container_name(name: str) -> str:
 def add_container(
     co: Checkout,
     name: str,
-    source: Path,
+    source: Path | str | ImageSource,
     options: ContainerOptions,
     *,
     replace: bool = False,
     progress: Progress | None = None,
+    image_config: bool = True,
+    pull: PullOptions | None = None,
 ) -> State:
-    """Build ``source`` (rootfs directory or tar) into ``NAME/root.squashfs`` and run.json."""
+    """Build ``source`` into ``NAME/root.squashfs`` and ``NAME/run.json``.
+
+    ``source`` is a rootfs directory or tar (a Path), or an image source
+    (text as :meth:`ImageSource.parse` reads it).  With ``image_config`` an
+    image's config is mapped into run.json under ``options``.
+    """
     check_container_name(name)
     existing = [k for k in co.tracked_files() if k.split("/", 1)[0] == name]
     if existing and not replace:
         raise ConflictError(f"container {name!r} exists already", where=name, hint="use --replace")
-    if not source.exists():
-        raise NotFoundError("no such rootfs directory or archive", where=str(source))
+    if isinstance(source, ImageSource):
+        spec = source
+    elif isinstance(source, Path):
+        spec = ImageSource("path", str(source))
+    else:
+        spec = ImageSource.parse(source)
+    if spec.kind == "path" and not Path(spec.location).exists():
+        raise NotFoundError("no such rootfs directory or archive", where=spec.location)
     with co.staging() as stage:
-        if source.is_dir():
-            rootfs = source
-        else:
+        path = Path(spec.location)
+        if spec.kind == "path" and path.is_dir():
+            rootfs = path
+        elif spec.kind == "path":
             rootfs = stage / "rootfs"
             rootfs.mkdir()
-            extract_tar(source, rootfs)
+            extract_tar(path, rootfs)
+        else:
+            image = read_image(spec, stage, pull)
+            rootfs = stage / "rootfs"
+            image.unpack(rootfs)
+            if image_config:
+                options = options.with_image(run_fields(image.config, rootfs, where=str(spec)))
         volume = _stage_object(rootfs, stage, progress)
         keep = {f"{name}/{ROOT_VOLUME}", f"{name}/run.json"}
         removals = tuple(k for k in existing if k not in keep)
