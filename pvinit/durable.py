@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 _armed: str | None = None
+_armed_occurrence: int | None = None
 _seen: list[str] = []
 
 
@@ -24,10 +25,19 @@ class SimulatedCrash(BaseException):
     """Raised at an armed persistence point; a BaseException so no handler swallows it."""
 
 
-def arm_crash(point: str | None) -> None:
-    """Arm (or with None, disarm) a simulated power cut at the named point."""
-    global _armed  # noqa: PLW0603 - process-wide test seam by design
+def arm_crash(point: str | None, occurrence: int | None = None) -> None:
+    """Arm (or with None, disarm) a simulated power cut at the named point.
+
+    ``occurrence`` k crashes only the k-th time ``point`` is passed since
+    arming (names repeat along a path: the journal is written at every
+    step), so a test can cut the power at each occurrence in turn; None
+    crashes every time the point is passed.
+    """
+    global _armed, _armed_occurrence  # noqa: PLW0603 - process-wide test seam by design
+    if occurrence is not None and occurrence < 1:
+        raise ValueError(f"occurrence counts from 1, not {occurrence}")
     _armed = point
+    _armed_occurrence = occurrence
     _seen.clear()
 
 
@@ -39,7 +49,7 @@ def seen_points() -> list[str]:
 def point(name: str) -> None:
     """Mark a persistence point; raises SimulatedCrash when it is the armed one."""
     _seen.append(name)
-    if _armed == name:
+    if _armed == name and (_armed_occurrence is None or _seen.count(name) == _armed_occurrence):
         raise SimulatedCrash(name)
 
 

@@ -21,19 +21,23 @@ what comes over the air, not about what a technician chooses to boot.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from pvinit import durable
-from pvinit.errors import BadInputError, BusyError, NotFoundError, RefusedError
+from pvinit.errors import BadInputError, BusyError, NotFoundError, PvError, RefusedError
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
 from pvinit.update.journal import Step, list_journals, read_journal, write_journal
 from pvinit.update.machine import COMMITTED, UpdateState
 
+Log = Callable[[str], None]
 IN_FLIGHT = frozenset({UpdateState.QUEUED, UpdateState.DOWNLOADING, UpdateState.INSTALLING,
                        UpdateState.TESTING})
 RETRY_AFTER = 10
@@ -41,6 +45,9 @@ RETRY_AFTER = 10
 
 def busy_reason(layout: StorageLayout, testing: int | None, handed_over: bool) -> str | None:
     """Why an update is in progress now, or None."""
+    copying = copies_in_flight()
+    if copying:
+        return f"{copying[0]} is being copied into the inbox"
     if testing is not None:
         return f"revision {testing} is being tested before commit"
     for journal in list_journals(layout):
@@ -148,12 +155,63 @@ def take_upload(upload: Path, inbox: Path, revision: int) -> Path:
     return target
 
 
-def copy_into_inbox(source: Path, inbox: Path, revision: int) -> Path:
+_copying: set[Path] = set()
+_copying_lock = threading.Lock()
+
+
+def copies_in_flight() -> list[str]:
+    """Names of bundles being copied into the inbox by :func:`place_in_inbox` threads."""
+    with _copying_lock:
+        return sorted(p.name for p in _copying)
+
+
+def place_in_inbox(source: Path, inbox: Path, revision: int, *, log: Log) -> tuple[Path, str]:
+    """Put a bundle that is on the device into the inbox without blocking the caller.
+
+    On the inbox's filesystem it is hard-linked (under a dot name, then renamed,
+    so the watcher sees one ``IN_MOVED_TO`` of a complete file): instant, and
+    the technician's file stays where it was.  Elsewhere (a USB stick, /tmp on
+    tmpfs) a thread copies it durably; until the copy is renamed into place
+    the install counts as busy and its progress says ``copying``.  Returns the
+    inbox path and ``"linked"`` or ``"copying"``.
+    """
+    durable.makedirs(inbox)
     target = _free_name(inbox, revision)
-    with open(source, "rb") as reader, durable.save_file(target, name="inbox") as writer:
-        while block := reader.read(1 << 20):
-            writer.write(block)
-    return target
+    if source.stat().st_dev == inbox.stat().st_dev:
+        temp = durable.temp_path(target)
+        try:
+            os.link(source, temp)
+        except OSError:
+            pass  # a filesystem without hard links, or a protected file: copy it
+        else:
+            os.replace(temp, target)
+            durable.fsync_dir(inbox)
+            return target, "linked"
+    with _copying_lock:
+        _copying.add(target)
+    thread = threading.Thread(target=_copy, args=(source, target, log), daemon=True,
+                              name=f"pvinit-copy-{target.name}")
+    thread.start()
+    return target, "copying"
+
+
+def _copy(source: Path, target: Path, log: Log) -> None:
+    try:
+        with open(source, "rb") as reader, durable.save_file(target, name="inbox") as writer:
+            while block := reader.read(1 << 20):
+                writer.write(block)
+    except (OSError, PvError) as error:
+        reason = f"could not copy {source} into the inbox: {error}"
+        log(f"install: {reason}")
+        failed = target.parent / "failed"
+        with contextlib.suppress(OSError, PvError):
+            durable.makedirs(failed)
+            durable.write_file(failed / f"{target.name}.reason", (reason + "\n").encode())
+    else:
+        log(f"install: {source} copied into the inbox as {target.name}")
+    finally:
+        with _copying_lock:
+            _copying.discard(target)
 
 
 def _free_name(inbox: Path, revision: int) -> Path:
@@ -161,14 +219,20 @@ def _free_name(inbox: Path, revision: int) -> Path:
     n = 0
     while True:
         target = inbox / f"api-{revision}-{n}.pvb"
-        if not any(p.exists() for p in (target, inbox / "done" / target.name,
-                                         inbox / "failed" / target.name)):
+        with _copying_lock:
+            copying = target in _copying
+        if not copying and not any(p.exists() for p in (
+                target, inbox / "done" / target.name, inbox / "failed" / target.name,
+                inbox / "failed" / f"{target.name}.reason")):
             return target
         n += 1
 
 
 def inbox_state(inbox: Path, revision: int) -> dict[str, str] | None:
     """Where bundles of ``revision`` sent through the API stand in the inbox, if any."""
+    copying = [n for n in copies_in_flight() if n.startswith(f"api-{revision}-")]
+    if copying:
+        return {"inbox": "copying", "file": copying[-1]}
     for where in ("", "failed", "done"):
         directory = inbox / where if where else inbox
         found = sorted(directory.glob(f"api-{revision}-*.pvb")) if directory.is_dir() else []
@@ -180,6 +244,11 @@ def inbox_state(inbox: Path, revision: int) -> dict[str, str] | None:
             if reason.is_file():
                 result["reason"] = reason.read_text(errors="replace").strip()
             return result
+    failed = sorted((inbox / "failed").glob(f"api-{revision}-*.pvb.reason")) \
+        if (inbox / "failed").is_dir() else []
+    if failed:  # a copy that never made it into the inbox
+        return {"inbox": "failed", "file": failed[-1].name.removesuffix(".reason"),
+                "reason": failed[-1].read_text(errors="replace").strip()}
     return None
 
 

@@ -337,14 +337,16 @@ class ControlApi:
             raise BadInputError("send the bundle bytes, or JSON {\"path\": ...}", where="install")
         if self.device.updates is None:  # checked last: bad input is named first
             raise RefusedError("updates are disabled on this device (see the pvinit log)")
-        if source is not None:
-            target = actions.copy_into_inbox(source, self.inbox, revision)
+        how = "uploaded"
+        if source is not None:  # linked at once, or copied by a thread: never in this loop
+            target, how = actions.place_in_inbox(source, self.inbox, revision,
+                                                 log=self.device.log)
         else:
             assert request.upload is not None
             target = actions.take_upload(request.upload, self.inbox, revision)
         self.device.log(f"install of revision {revision} asked by uid {request.peer.uid}: "
-                        f"{target.name} is in the inbox")
-        return Response.json(202, {"revision": revision, "inbox": target.name,
+                        f"{target.name} {how} into the inbox")
+        return Response.json(202, {"revision": revision, "inbox": target.name, "how": how,
                                    "progress": f"{API}/install/{revision}"})
 
     def do_install_progress(self, request: Request, text: str) -> Reply:
@@ -442,4 +444,7 @@ def allow_peer(layout: StorageLayout) -> Callable[[Peer], bool]:
 
 
 def socket_path(run_dir: Path) -> Path:
-    return run_dir / "pvinit" / "ctl.sock"
+    """The socket, alone in ``<run-dir>/pvinit/ctl/`` (see :mod:`pvinit.control.paths`)."""
+    from pvinit.control.paths import socket_path as in_own_dir
+
+    return in_own_dir(run_dir)

@@ -13,6 +13,14 @@ arriving (no gap longer than ``request_timeout``), heads are capped at 16
 KiB, JSON bodies at 64 KiB, bundle uploads at 256 MiB (streamed to a file
 in ``<storage>/inbox/.upload-*``, never held in memory).  Callers are
 identified with ``SO_PEERCRED``; the ``allowed`` predicate decides (403).
+
+When the socket sits in its own ``ctl/`` directory (the supervisor's layout,
+:mod:`pvinit.control.paths`), :meth:`ControlServer.open` also points the
+well-known ``../ctl.sock`` at it with a relative symlink (``link``).  A
+``mgmt`` container reaches the same socket through a bind of that directory;
+its root is root on the host (no user namespace), so its peer credentials
+pass the default ``allowed`` rule; SO_PEERCRED reports its pid as seen from
+the supervisor's PID namespace.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from pvinit.control.http import (
     chunk,
     parse_head,
 )
+from pvinit.control.paths import SOCKET_DIR
 
 Log = Callable[[str], None]
 REQUEST_TIMEOUT = 10.0
@@ -121,8 +130,12 @@ class Connection:
 class ControlServer:
     def __init__(self, path: Path, handler: Handler, *, upload_dir: Path, log: Log,
                  allowed: Callable[[Peer], bool] = lambda peer: peer.uid == 0,
-                 group: int | None = None, request_timeout: float = REQUEST_TIMEOUT) -> None:
+                 group: int | None = None, request_timeout: float = REQUEST_TIMEOUT,
+                 link: Path | None = None) -> None:
         self.path = path
+        if link is None and path.parent.name == SOCKET_DIR:
+            link = path.parent.parent / path.name
+        self.link = link
         self.handler = handler
         self.upload_dir = upload_dir
         self.log = log
@@ -150,6 +163,20 @@ class ControlServer:
             listener.close()
             raise
         self.listener = listener
+        if self.link is not None:
+            self._make_link(self.link)
+
+    def _make_link(self, link: Path) -> None:
+        """Point ``link`` at the socket (replacing a stale socket or link); failures are logged."""
+        try:
+            target = os.path.relpath(self.path, link.parent)
+            temp = link.with_name(f".{link.name}.link")
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            temp.symlink_to(target)
+            os.replace(temp, link)
+        except OSError as error:
+            self.log(f"control: cannot link {link} to the socket: {error}")
 
     def close(self) -> None:
         for conn in list(self.connections.values()):
@@ -159,6 +186,9 @@ class ControlServer:
             self.listener = None
             with contextlib.suppress(OSError):
                 self.path.unlink()
+            if self.link is not None and self.link.is_symlink():
+                with contextlib.suppress(OSError):
+                    self.link.unlink()
 
     # -- what the loop watches ---------------------------------------------------------
     def read_fds(self) -> list[int]:

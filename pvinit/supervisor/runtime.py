@@ -17,6 +17,13 @@ long the data lives.  The BSP's modules and firmware squashfs are mounted
 once under ``<run-dir>/pvinit/bsp/`` and bound read-only at ``/lib/modules``
 and ``/lib/firmware`` (optional binds: a revision without them still runs).
 
+Every container gets its own notify directory at ``/run/pvinit`` (its
+readiness socket, nothing else).  A container whose run.json lists the
+``mgmt`` role also gets the control socket's directory bound read-write at
+``/run/pvinit/ctl`` (socket ``ctl.sock``): the directory, not the file, so a
+supervisor restart that re-creates the socket is seen inside.  Its root is
+root on the host (no user namespace), so the control server lets it in.
+
 Every failure is a PvError naming the container and the key or path; what was
 mounted before it is recorded in :attr:`Unit.mounts` so it is undone.
 """
@@ -33,6 +40,7 @@ from pvinit.containers.driver import ContainerDriver
 from pvinit.containers.notify import NotifyReceiver
 from pvinit.containers.spec import BindMount, ContainerSpec
 from pvinit.containers.volumes import mount_overlay, mount_squashfs, unmount
+from pvinit.control.paths import MGMT_MOUNT, MGMT_ROLE, SOCKET_DIR
 from pvinit.errors import ObjectNotFoundError, PvError
 from pvinit.pid1.mounts import plan_unmounts, read_mountinfo
 from pvinit.state.documents import AutoRecovery, Container
@@ -199,6 +207,10 @@ class Runtime:
             binds.append(
                 BindMount(self.bsp.firmware, "/lib/firmware", readonly=True, optional=True)
             )
+        if MGMT_ROLE in container.roles:
+            control_dir = self.base / SOCKET_DIR
+            control_dir.mkdir(mode=0o750, parents=True, exist_ok=True)  # /run: not persistent
+            binds.append(BindMount(source=control_dir, target=MGMT_MOUNT))
         notify_dir = self.base / "notify" / unit.name
         if unit.notify is None:
             unit.notify = NotifyReceiver(notify_dir)

@@ -10,10 +10,11 @@ The main loop calls three things, in its fixed order:
   under test and commits it or rolls it back;
 - :meth:`UpdateCoordinator.stop` on the way down.
 
-Downloads run in one worker thread (:class:`UpdateWorker`) that polls the
-inbox and the remote and only ever touches storage (journal, objects,
-trails); containers, the boot environment and the refs are changed from the
-main loop only, so no lock is needed beyond the queue between the two.
+Downloads run in one worker thread (:class:`UpdateWorker`) that watches the
+inboxes (inotify, :mod:`pvinit.supervisor.inbox`) and polls the remote, and
+only ever touches storage (journal, objects, trails); containers, the boot
+environment and the refs are changed from the main loop only, so no lock is
+needed beyond the queue between the two.
 """
 
 from __future__ import annotations
@@ -30,12 +31,22 @@ from typing import TYPE_CHECKING, Protocol
 from pvinit import durable
 from pvinit.boot.env import BootEnv, open_boot_env
 from pvinit.errors import PvError, TransportError
+from pvinit.supervisor.inbox import (
+    FALLBACK_SCAN,
+    POLL_SCAN,
+    SETTLE,
+    FileId,
+    InboxWatcher,
+    list_bundles,
+    settled,
+    writable,
+)
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
 from pvinit.update.bootplan import BootFacts, BootPlan, plan_boot
 from pvinit.update.journal import list_journals, read_journal, write_journal
 from pvinit.update.machine import UpdateState
-from pvinit.update.settings import DeviceSettings, load_settings
+from pvinit.update.settings import DeviceSettings, RemoteSettings, load_settings
 
 if TYPE_CHECKING:  # the engine pulls in cryptography, zstandard, http: only when updating
     from pvinit.transport.sources import UpdateSource
@@ -78,7 +89,18 @@ def open_device_bootenv(layout: StorageLayout, settings: DeviceSettings) -> Boot
 
 
 class UpdateWorker(threading.Thread):
-    """Polls the inbox and the remote; prepares one update at a time."""
+    """Watches the inboxes and polls the remote; prepares one update at a time.
+
+    Inboxes are ``<storage>/inbox`` and the settings' ``inbox_paths``, watched
+    with inotify (:mod:`pvinit.supervisor.inbox`), with a slow fallback scan.
+    A bundle is judged where it lies and moved to ``done/`` or ``failed/``
+    beside it (with ``<name>.reason`` when refused).  A bundle in a directory
+    the device cannot write (a read-only stick) is copied into
+    ``<storage>/inbox`` as ``copy-<name>`` instead, and the stick is left
+    alone: its outcome is recorded under ``<storage>/inbox/``; the copy is
+    remembered by size, mtime and inode until the next boot (after a reboot
+    the same bundle is copied again and found "not new").
+    """
 
     def __init__(self, layout: StorageLayout, engine: Callable[[], UpdateEngine],
                  settings: DeviceSettings, *, log: Log,
@@ -92,29 +114,108 @@ class UpdateWorker(threading.Thread):
         self.stopping = threading.Event()
         self.idle = threading.Event()
         self.idle.set()
+        self.inbox = layout.root / "inbox"
+        self.inboxes = [self.inbox, *(Path(p) for p in settings.inbox_paths)]
+        self._watcher: InboxWatcher | None = None
+        self._seen: dict[Path, FileId] = {}
+        self._copied: dict[Path, FileId] = {}
+        self._next_scan = 0.0
         self._next_remote = 0.0
         self._backoff = 5.0
 
     def run(self) -> None:
-        while not self.stopping.is_set():
-            self.idle.wait()
-            if self.stopping.is_set():
-                return
-            try:
-                self._once()
-            except Exception as error:  # noqa: BLE001 - the worker must outlive any one update
-                self.log(f"update worker: {type(error).__name__}: {error}")
-            self.stopping.wait(INBOX_POLL)
+        try:
+            durable.makedirs(self.inbox)  # so it can be watched from the start
+        except OSError as error:
+            self.log(f"inbox: cannot create {self.inbox}: {error}")
+        watcher = InboxWatcher(self.inboxes, log=self.log)
+        self._watcher = watcher
+        try:
+            while not self.stopping.is_set():
+                self.idle.wait()
+                if self.stopping.is_set():
+                    return
+                try:
+                    self._once()
+                except Exception as error:  # noqa: BLE001 - the worker must outlive any update
+                    self.log(f"update worker: {type(error).__name__}: {error}")
+                    self._next_scan = time.monotonic() + INBOX_POLL
+                watcher.wait(self._sleep())
+        finally:
+            self._watcher = None
+            watcher.close()
+
+    def stop(self) -> None:
+        """Ask the thread to end (it may be waiting for events or for the loop)."""
+        self.stopping.set()
+        self.idle.set()
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.wake()
+
+    def _sleep(self) -> float:
+        deadlines = [self._next_scan]
+        if self.settings.remote is not None:
+            deadlines.append(self._next_remote)
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def _once(self) -> None:
-        inbox = self.layout.root / "inbox"
-        for bundle in sorted(inbox.glob("*.pvb")) if inbox.is_dir() else []:
+        watcher = self._watcher
+        if watcher is None or watcher.rescan or time.monotonic() >= self._next_scan:
+            self._scan(watcher)
+        remote = self.settings.remote
+        if remote is not None and self.idle.is_set() and time.monotonic() >= self._next_remote:
+            self._from_remote(remote)
+
+    def _scan(self, watcher: InboxWatcher | None) -> None:
+        announced: set[Path] = set()
+        if watcher is not None:
+            announced, watcher.announced = watcher.announced, set()
+            watcher.rescan = False
+            watcher.refresh()
+        listing: dict[Path, FileId] = {}
+        for directory in self.inboxes:
+            listing.update(list_bundles(directory))
+        # Driven by hand (no watcher: ``_once`` called outside ``run``), every bundle is taken.
+        ready = settled(listing, self._seen, announced if watcher is not None else listing)
+        self._seen = listing
+        pending = len(listing) > len(ready)
+        for bundle in ready:
             if self.stopping.is_set():
                 return
-            self._from_bundle(bundle)
-        remote = self.settings.remote
-        if remote is not None and time.monotonic() >= self._next_remote:
-            self._from_remote(remote.url, remote.channel, remote.poll_interval)
+            if not self.idle.is_set():
+                pending = True  # one update at a time: the rest waits for the next scan
+                break
+            self._take(bundle, listing[bundle])
+        slow = FALLBACK_SCAN if watcher is not None and watcher.inotify else POLL_SCAN
+        self._next_scan = time.monotonic() + (SETTLE if pending else slow)
+
+    def _take(self, bundle: Path, ident: FileId) -> None:
+        if not bundle.is_file():
+            return  # taken away since the scan
+        directory = bundle.parent
+        if directory != self.inbox and not writable(directory):
+            if self._copied.get(bundle) != ident:
+                self._copied[bundle] = ident
+                self._copy_in(bundle)
+            return
+        self._from_bundle(bundle)
+
+    def _copy_in(self, bundle: Path) -> None:
+        """Copy a bundle from a read-only directory into the inbox (the stick stays untouched)."""
+        n, target = 0, self.inbox / f"copy-{bundle.name}"
+        while any(p.exists() for p in (target, self.inbox / "done" / target.name,
+                                       self.inbox / "failed" / target.name)):
+            n += 1
+            target = self.inbox / f"copy-{n}-{bundle.name}"
+        try:
+            with open(bundle, "rb") as reader, durable.save_file(target, name="inbox") as out:
+                while block := reader.read(1 << 20):
+                    out.write(block)
+        except OSError as error:
+            self.log(f"inbox: cannot copy {bundle} from its read-only directory: {error}")
+            return
+        self.log(f"inbox: {bundle} is on a read-only directory: copied as {target}")
 
     def _offer(self, source: UpdateSource) -> Prepared | None:
         prepared = self.engine().prepare(source)
@@ -138,31 +239,35 @@ class UpdateWorker(threading.Thread):
         return ""
 
     def _from_bundle(self, bundle: Path) -> None:
+        """Judge one bundle; move it to ``done/`` or ``failed/`` beside it, with the reason."""
         from pvinit.transport.sources import BundleSource
 
         outcome, reason = "done", ""
         try:
             source = BundleSource(bundle)
-            if self._offer(source) is None:
-                reason = self._refusal(source)
-                outcome = "failed" if reason else "done"
+            if self._offer(source) is not None:
+                # Handed to the loop: the bundle stays until the update is journalled
+                # TESTING or final, so a power cut before that finds it again.
+                return
+            reason = self._refusal(source)
+            outcome = "failed" if reason else "done"
         except (PvError, OSError) as error:  # a bad bundle must not be retried forever
             outcome, reason = "failed", str(error)
-        if reason:
-            self.log(f"inbox: {bundle.name}: {reason}")
+        self.log(f"inbox: {bundle}: {outcome}{': ' + reason if reason else ''}")
         target = bundle.parent / outcome
         durable.makedirs(target)
         os.replace(bundle, target / bundle.name)
         if reason:
             durable.write_file(target / f"{bundle.name}.reason", (reason + "\n").encode())
 
-    def _from_remote(self, url: str, channel: str, interval: float) -> None:
-        from pvinit.transport.fetcher import open_fetcher
-        from pvinit.transport.remote import RemoteRepository
+    def _from_remote(self, remote: RemoteSettings) -> None:
+        from pvinit.transport.oci import open_remote
         from pvinit.transport.sources import RemoteSource
 
+        url, interval = remote.url, remote.poll_interval
         try:
-            self._offer(RemoteSource(RemoteRepository(url, open_fetcher(url)), channel))
+            repo = open_remote(url, auth=remote.auth)  # http(s)://, file://, oci:// alike
+            self._offer(RemoteSource(repo, remote.channel))
         except TransportError as error:
             self.log(f"remote {url}: {error}; retrying in {self._backoff:.0f}s")
             self._next_remote = time.monotonic() + self._backoff
@@ -214,6 +319,15 @@ class UpdateCoordinator:
             self.log(f"update {revision}: ERROR: {cause}")
         if plan.env_changes:
             self.bootenv.update(plan.env_changes)
+        if plan.committed is not None:
+            # A commit cut after its boot-environment write: finish journal and refs now.
+            from pvinit.update.recovery import settle_committed
+
+            settle_committed(self.layout, plan.committed, log=self.log)
+            if (self.layout.trail(plan.committed) / "trust.json").is_file():
+                # The revision rotates the keys; a cut after its commit point may have
+                # left the old trust file: installing it again is idempotent.
+                self.engine.install_trust(plan.committed)
         old_try = read_ref(self.layout, "try")
         if plan.testing:
             self.testing = plan.run
@@ -309,5 +423,4 @@ class UpdateCoordinator:
 
     def stop(self) -> None:
         if self.worker is not None:
-            self.worker.stopping.set()
-            self.worker.idle.set()
+            self.worker.stop()

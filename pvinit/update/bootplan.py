@@ -13,7 +13,11 @@ and the progress journals, :func:`plan_boot` decides:
   and any revision whose journal still says TESTING but is not running
   failed the same way (a no-reboot update interrupted by a reboot);
 - the boot-environment changes that follow (clear a failed try; adopt the
-  running revision as ``pv_rev`` on a device whose environment is blank).
+  running revision as ``pv_rev`` on a device whose environment is blank);
+- whether the running revision is the committed one (``pv_rev``): then its
+  journal and the ``done``/``current`` refs must say so, and a commit the
+  power cut after its commit point (the boot-environment write) is finished
+  (:func:`pvinit.update.recovery.settle_committed`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class BootPlan:
     testing: bool
     failed: tuple[tuple[int, str], ...] = ()
     env_changes: Mapping[str, str | None] = field(default_factory=dict)
+    committed: int | None = None
+    """The running revision when the boot environment names it committed (``pv_rev``)."""
 
 
 def plan_boot(facts: BootFacts) -> BootPlan:
@@ -77,4 +83,7 @@ def plan_boot(facts: BootFacts) -> BootPlan:
         )
     if run is not None and pv_rev is None and not testing:
         changes["pv_rev"] = str(run)
-    return BootPlan(run=run, testing=testing, failed=tuple(failed), env_changes=changes)
+        pv_rev = run
+    committed = run if run is not None and run == pv_rev and not testing else None
+    return BootPlan(run=run, testing=testing, failed=tuple(failed), env_changes=changes,
+                    committed=committed)

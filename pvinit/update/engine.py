@@ -8,6 +8,14 @@ Split in two halves because they run in different places:
 - :meth:`UpdateEngine.begin_try`, :meth:`commit` and :meth:`fail` (the
   supervisor's main loop): the boot environment and the refs.
 
+A revision may rotate the device's keys by carrying a new trust file as the
+inline document ``trust.json`` at the top of its state
+(``docs/formats/trust.md``).  It is checked when the revision is prepared
+(so a bad one is WONTGO, not a surprise at commit) and installed over
+``config/trust.json`` only when the revision commits: its authority is the
+current keys' signature on the envelope, and a revision that is rolled back
+must not leave its keys behind.
+
 Every transition is journalled (:mod:`pvinit.update.journal`) before it
 takes effect.  The commit point is the one atomic write of the boot
 environment that sets ``pv_rev`` and clears ``pv_try``; the refs follow and
@@ -23,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvinit import durable
 from pvinit.boot.env import BootEnv
 from pvinit.boot.rule import abandon_try, begin_try, commit
 from pvinit.errors import (
@@ -33,6 +42,7 @@ from pvinit.errors import (
     NotFoundError,
     PvError,
     TrustError,
+    TrustRejectedError,
 )
 from pvinit.objects.disk import DiskObjectStore
 from pvinit.signing.envelope import Envelope
@@ -47,9 +57,12 @@ from pvinit.transport.sources import UpdateSource
 from pvinit.update.gc import collect_garbage
 from pvinit.update.journal import Journal, read_journal, write_journal
 from pvinit.update.machine import TERMINAL, UpdateState
+from pvinit.update.recovery import sweep_store_temps
 from pvinit.update.settings import trust_path
 
 Log = Callable[[str], None]
+#: The state key of a trust rotation: an inline trust file (``pvinit-trust@1``).
+TRUST_KEY = "trust.json"
 #: Room kept free beyond what an update needs (journals, logs, metadata).
 SPACE_MARGIN = 4 << 20
 
@@ -66,6 +79,28 @@ class Prepared:
     @property
     def reboot(self) -> bool:
         return self.plan.reboot
+
+
+def rotated_trust(state: State, current: TrustPolicy, *, where: str) -> TrustPolicy | None:
+    """The trust file ``state`` installs on commit, or None if it carries none or the current one.
+
+    A revision keeps carrying its trust file after the rotation (it stays in the
+    release engineer's checkout), so the current file again is no rotation; an
+    older or equal version with other keys is refused, as a rotation replayed.
+    """
+    document = state.documents.get(TRUST_KEY)
+    if document is None:
+        return None
+    source = f"{where}:{TRUST_KEY}"
+    new = TrustPolicy.from_dict(document, source=source)
+    if new.to_json() == current.to_json():
+        return None
+    if new.version <= current.version:
+        raise TrustRejectedError(
+            f"trust file version {new.version} is not newer than the device's {current.version}",
+            reason="replay", where=source, hint="a key rotation must raise the trust version",
+        )
+    return new
 
 
 def free_bytes(path: Path) -> int:
@@ -125,6 +160,7 @@ class UpdateEngine:
         raw = source.envelope_bytes()
         envelope = Envelope.from_json(raw, source=source.describe())
         revision = envelope.revision
+        sweep_store_temps(self.store, log=self.log)  # what a power cut left mid-object
         journal = read_journal(self.layout, revision)
         if journal is not None and (journal.state in TERMINAL or
                                     journal.state is UpdateState.TESTING):
@@ -141,6 +177,7 @@ class UpdateEngine:
             check_envelope(envelope, self.trust(), now=self.now(), last_committed=committed)
             state_bytes = source.state_bytes(envelope)
             state = State.from_bytes(state_bytes, where=f"revision {revision} state")
+            rotated_trust(state, self.trust(), where=f"revision {revision} state")
             current = self._current_state()
             plan = plan_update(current, state, self.store.contains)
             wants = self._wants(envelope, current, state, plan)
@@ -225,12 +262,41 @@ class UpdateEngine:
         self._journal(journal, UpdateState.TESTING, "applied without reboot")
 
     def commit(self, revision: int) -> None:
-        """The revision passed testing: journal, then the boot environment, then the refs."""
+        """The revision passed testing: the boot environment, then the journal, then the refs.
+
+        The boot environment goes first because it is the commit point: a
+        journal saying DONE before it could outlive a power cut that sends the
+        bootloader back to the old revision (a terminal lie).  The other way
+        round, the cut leaves the new revision booting with its journal in
+        TESTING, which boot finishes (:func:`pvinit.update.recovery.settle_committed`).
+        """
         journal = self._require(revision)
         final = UpdateState.DONE if journal.reboot else UpdateState.UPDATED
-        self._journal(journal, final, "committed")
         self.bootenv.update(commit(revision))
+        self.install_trust(revision)  # before the journal: a final state means keys rotated too
+        self._journal(journal, final, "committed")
         self.adopt(revision)
+
+    def install_trust(self, revision: int) -> None:
+        """Install the trust file a committed revision carries; idempotent (safe to repeat at boot).
+
+        Runs after the commit point: a power cut in between leaves the old keys,
+        and calling this again for the committed revision finishes the job.
+        """
+        where = f"revision {revision} state"
+        try:
+            new = rotated_trust(load_trail(self.layout, revision).state, self.trust(), where=where)
+        except PvError as error:  # checked at prepare; only a trust file changed since lands here
+            self.log(f"update {revision}: trust file not rotated: {error}")
+            return
+        if new is None:
+            return
+        path = trust_path(self.layout)
+        durable.makedirs(path.parent)
+        durable.write_file(path, new.to_json(), mode=0o644, name="trust")
+        self._trust = new
+        self.log(f"update {revision}: trust rotated to version {new.version} "
+                 f"({len(new.keys)} key(s), threshold {new.threshold})")
 
     def adopt(self, revision: int) -> None:
         """Point current and done at ``revision`` and clear try (CAS on what we read)."""

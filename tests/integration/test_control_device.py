@@ -148,3 +148,31 @@ def _revision(sock: Path) -> int | None:
     except Exception:  # noqa: BLE001 - the device may be rebooting
         return None
     return int(value) if value is not None else None
+
+
+def test_an_on_device_bundle_is_linked_or_copied_into_the_inbox_off_the_loop(
+    updater: Updater,
+) -> None:
+    u = updater
+    stick = u.dev.top / "usb"  # another filesystem, like a USB stick
+    stick.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "usb", str(stick)], check=True)
+    sock = booted(u)
+    same_fs = u.bundle(GROUPS, base_containers(app_env="2"), name="r2.pvb")
+    code, text = pvctl_in_process(sock, "--json", "install", "--on-device", str(same_fs),
+                                  "--wait", "120")
+    assert code == 0, text
+    assert u.journal_state(2) == "UPDATED"
+    done = u.dev.storage / "inbox" / "done"
+    assert same_fs.is_file() and (done / "api-2-0.pvb").samefile(same_fs)  # a hard link
+    other = u.bundle(GROUPS, base_containers(app_env="3"), name="r3.pvb")
+    on_stick = stick / "r3.pvb"
+    on_stick.write_bytes(other.read_bytes())
+    code, text = pvctl_in_process(sock, "--json", "install", "--on-device", str(on_stick),
+                                  "--wait", "120")
+    assert code == 0, text
+    assert u.journal_state(3) == "UPDATED"
+    assert (done / "api-3-0.pvb").read_bytes() == on_stick.read_bytes()
+    assert not (done / "api-3-0.pvb").samefile(on_stick)
+    assert "copied into the inbox as api-3-0.pvb" in u.dev.log_text()
+    assert sorted(p.name for p in stick.iterdir()) == ["r3.pvb"]  # the stick is left alone

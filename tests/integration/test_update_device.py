@@ -8,6 +8,7 @@ committed or rolled back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -137,7 +138,8 @@ class Updater:
         """SIGKILL the launcher's whole process group: PID 1 dies with its namespace."""
         assert self.proc is not None
         for pid in _descendants(self.proc.pid):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may have exited meanwhile
+                os.kill(pid, signal.SIGKILL)
         self.proc.kill()
         self.proc.wait()
 

@@ -1,0 +1,201 @@
+"""Watching inbox directories for bundles: inotify when it works, a slow scan always.
+
+The update worker thread (:class:`pvinit.supervisor.updates.UpdateWorker`)
+watches ``<storage>/inbox`` and every configured ``inbox_paths`` directory
+(a USB stick's mount point) with pyinotify for ``IN_CLOSE_WRITE`` and
+``IN_MOVED_TO``.  pyinotify is imported here only, from the worker thread,
+on first use: it costs ~5 MB and an idle device without an inbox never
+loads it.  Without it (or when inotify cannot be set up) the worker falls
+back to the old one-second scan.
+
+When is a file complete?  A file named by a close-after-write or a
+rename-into event is; any other ``*.pvb`` (found by the fallback scan, which
+catches what inotify misses: a queue overflow, a stick mounted over a
+watched directory) only once two scans :data:`SETTLE` seconds apart saw the
+same size, mtime and inode (:func:`settled`, clock-free: a device without an
+RTC cannot compare mtimes with "now").  This keeps a half-copied bundle from
+being judged and moved to ``failed/``.
+
+A mount over a watched directory hides the watched inode, so each wait also
+watches ``/proc/self/mountinfo`` (it turns exceptional on any mount change)
+and re-adds a watch whose directory changed identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import stat
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Log = Callable[[str], None]
+SETTLE = 2.0
+"""Seconds between two scans that must agree before an unannounced file is taken."""
+FALLBACK_SCAN = 30.0
+"""Seconds between scans when inotify works (it is a safety net, not the mechanism)."""
+POLL_SCAN = 1.0
+"""Seconds between scans when inotify is not available."""
+SUFFIX = ".pvb"
+
+
+@dataclass(frozen=True)
+class FileId:
+    """What must not change between two scans for a file to count as complete."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def list_bundles(directory: Path) -> dict[Path, FileId]:
+    """Regular ``*.pvb`` files in ``directory`` (dot files are someone's temp files)."""
+    found: dict[Path, FileId] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.name.endswith(SUFFIX):
+            continue
+        with contextlib.suppress(OSError):
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode):
+                found[Path(entry.path)] = FileId(info.st_size, info.st_mtime_ns, info.st_ino)
+    return found
+
+
+def settled(now: Mapping[Path, FileId], before: Mapping[Path, FileId],
+            announced: Iterable[Path]) -> list[Path]:
+    """Files ready to be judged: announced by inotify, or unchanged since the last scan (pure)."""
+    told = set(announced)
+    return sorted(p for p, ident in now.items() if p in told or before.get(p) == ident)
+
+
+def directory_id(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+
+
+class InboxWatcher:
+    """Blocks until a bundle may have arrived, a timeout, or :meth:`wake`."""
+
+    def __init__(self, directories: Iterable[Path], *, log: Log) -> None:
+        self.directories = list(directories)
+        self.log = log
+        self.announced: set[Path] = set()
+        self.rescan = True
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._lock = threading.Lock()  # wake() comes from another thread than close()
+        self._closed = False
+        self._notifier: Any = None
+        self._manager: Any = None
+        self._watches: dict[Path, tuple[tuple[int, int], int]] = {}
+        self._mountinfo: Any = None
+        self._setup()
+
+    @property
+    def inotify(self) -> bool:
+        return self._notifier is not None
+
+    def _setup(self) -> None:
+        try:
+            import pyinotify  # ~5 MB: loaded by the worker thread only, on first use
+        except ImportError as error:
+            self.log(f"inbox: pyinotify unavailable ({error}); scanning every {POLL_SCAN:g}s")
+            return
+        try:
+            self._manager = pyinotify.WatchManager()
+            self._notifier = pyinotify.Notifier(self._manager, default_proc_fun=self._event)
+        except (OSError, pyinotify.PyinotifyError) as error:
+            self.log(f"inbox: inotify unavailable ({error}); scanning every {POLL_SCAN:g}s")
+            self._manager = self._notifier = None
+            return
+        self._mask = pyinotify.IN_CLOSE_WRITE | pyinotify.IN_MOVED_TO | pyinotify.IN_Q_OVERFLOW
+        with contextlib.suppress(OSError):
+            self._mountinfo = open("/proc/self/mountinfo", "rb")  # noqa: SIM115 - kept open
+        self.refresh()
+
+    def _event(self, event: Any) -> None:
+        name = getattr(event, "pathname", None)
+        if isinstance(name, str) and name:
+            self.announced.add(Path(name))
+        self.rescan = True
+
+    def refresh(self) -> None:
+        """(Re-)watch each directory whose identity changed (created, mounted, unmounted)."""
+        if self._manager is None:
+            return
+        for directory in self.directories:
+            ident = directory_id(directory)
+            old = self._watches.get(directory)
+            if old is not None and old[0] == ident:
+                continue
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    self._manager.rm_watch(old[1], quiet=True)
+                del self._watches[directory]
+            if ident is None:
+                continue
+            added = self._manager.add_watch(str(directory), self._mask, quiet=True)
+            wd = added.get(str(directory), -1)
+            if wd >= 0:
+                self._watches[directory] = (ident, wd)
+                self.rescan = True
+            else:
+                self.log(f"inbox: cannot watch {directory}; it is scanned instead")
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds; return early on an event, a mount change or a wake."""
+        if self._notifier is None:
+            timeout = min(timeout, POLL_SCAN)
+        reads = [self._wake_r] + ([self._manager.get_fd()] if self._manager is not None else [])
+        errs = [self._mountinfo] if self._mountinfo is not None else []
+        try:
+            readable, _, exceptional = select.select(reads, [], errs, max(timeout, 0.0))
+        except InterruptedError:
+            return
+        if self._wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 512)
+        if self._notifier is not None and self._manager.get_fd() in readable:
+            self._notifier.read_events()
+            self._notifier.process_events()
+        if exceptional:
+            self._mountinfo.seek(0)
+            self._mountinfo.read()  # re-arm: mountinfo stays exceptional until read again
+            self.refresh()
+            self.rescan = True
+        if self._notifier is None:
+            self.rescan = True
+
+    def wake(self) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            if not self._closed:
+                os.write(self._wake_w, b"w")
+
+    def close(self) -> None:
+        if self._notifier is not None:
+            with contextlib.suppress(Exception):
+                self._notifier.stop()
+            self._notifier = self._manager = None
+        if self._mountinfo is not None:
+            self._mountinfo.close()
+            self._mountinfo = None
+        with self._lock:
+            self._closed = True
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def writable(directory: Path) -> bool:
+    """Whether handled bundles can be moved to ``done/``/``failed/`` beside them."""
+    return os.access(directory, os.W_OK)
