@@ -28,6 +28,16 @@ STATE_COLOURS = {"READY": "green", "STARTED": "green", "DONE": "green", "UPDATED
 
 
 def _client(args: argparse.Namespace) -> ControlClient:
+    if args.storage and not args.socket:
+        from pvinit.cli.pvinit import dev_socket_path, find_dev_pid1
+        from pvinit.errors import NotFoundError
+
+        storage = Path(args.storage)
+        pid = find_dev_pid1(storage)
+        if pid is None:
+            raise NotFoundError("no dev device is running on this storage", where=str(storage),
+                                hint="start it with 'pvinit --storage DIR'")
+        return ControlClient(dev_socket_path(pid, storage))
     return ControlClient(Path(args.socket) if args.socket else None)
 
 
@@ -235,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pvctl {__version__}")
     parser.add_argument("--socket", help="control socket (default $PVCTL_SOCKET or "
                         "/run/pvinit/ctl.sock)")
+    parser.add_argument("--storage", metavar="DIR",
+                        help="reach the dev device booted with 'pvinit --storage DIR'")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     sub.add_parser("status", help="revision, update state, uptime, storage").set_defaults(

@@ -56,6 +56,28 @@ def status_path(init_pid: int, storage: Path) -> Path:
     return Path(f"/proc/{init_pid}/root") / relative
 
 
+def find_dev_pid1(storage: Path) -> int | None:
+    """Host pid of the PID 1 a dev launcher booted on ``storage`` (scans /proc)."""
+    wanted = str(storage.absolute()).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"pvinit.pid1" in words and b"--storage" in words and wanted in words \
+                and not words[0].endswith(b"unshare"):
+            return int(entry.name)
+    return None
+
+
+def dev_socket_path(init_pid: int, storage: Path) -> Path:
+    """The dev device's control socket seen from the host, through its PID 1's root."""
+    relative = (storage.absolute() / "run" / "pvinit" / "ctl" / "ctl.sock").relative_to("/")
+    return Path(f"/proc/{init_pid}/root") / relative
+
+
 def _print_status_loop(
     launcher: Launcher, storage: Path, interval: float, stop: threading.Event
 ) -> None:

@@ -126,6 +126,7 @@ class UpdateEngine:
         self._trust = trust
         self.now = now or (lambda: dt.datetime.now(tz=dt.UTC))
         self.free = free
+        self._said_no: set[int] = set()
 
     # -- facts ----------------------------------------------------------------------
     def trust(self) -> TrustPolicy:
@@ -168,8 +169,12 @@ class UpdateEngine:
         committed = self.last_committed()
         if journal is None:
             if committed is not None and revision <= committed:
-                # Never overwrite the journal of a revision we hold; just say no.
-                self.log(f"update {revision}: refused: not newer than committed {committed}")
+                # Never overwrite the journal of a revision we hold; just say no (once:
+                # a channel pointing at what the device runs is the quiet steady state).
+                if revision < committed and revision not in self._said_no:
+                    self._said_no.add(revision)
+                    self.log(f"update {revision}: refused: not newer than committed "
+                             f"{committed} (a replay or downgrade)")
                 return None
             journal = Journal.start(revision, source=source.describe())
             write_journal(self.layout, journal)

@@ -81,6 +81,11 @@ def test_status_and_containers_answer_over_curl_pvctl_and_a_subprocess(updater: 
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].split()[:3] == ["NAME", "GROUP", "STATUS"]
+    # a field technician on a dev machine names the storage, not the socket
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert pvctl.main(["--storage", str(u.dev.storage), "--json", "status"]) == 0
+    assert json.loads(out.getvalue())["revision"] == 1
     # the system container is refused, the app one restarts
     assert pvctl_in_process(sock, "restart", "platform")[0] == 9
     assert pvctl_in_process(sock, "stop", "nobody")[0] == 4
