@@ -39,3 +39,22 @@ def need_tool(name: str) -> str:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root") is not None and os.geteuid() != 0:
         skip_or_fail("needs root (mounts, loop devices, namespaces or LXC)")
+
+
+def settled_log_lines(path: Path, *, quiet: float = 0.15, limit: float = 5.0) -> list[str]:
+    """The lines of a server's log once it stopped growing for ``quiet`` seconds.
+
+    A server (nginx, a registry) writes its access-log line just after it
+    answers, so a client can be faster than the log; the wait is bounded.
+    """
+    import time
+
+    lines = path.read_text().splitlines()
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        again = path.read_text().splitlines()
+        if len(again) == len(lines):
+            return again
+        lines = again
+    return lines

@@ -1,17 +1,5 @@
-"""Offline update bundles: one file with a signed revision, its state and its objects."""
+"""Single-file bundles: a msgpack header and one zstd frame per object (``docs/formats/bundle.md``).
 
-from __future__ import annotations
-
-from pvinit.bundle.format import DEFAULT_LEVEL, MAGIC, BundleEntry, BundleHeader
-from pvinit.bundle.reader import BundleReader, ImportReport
-from pvinit.bundle.writer import write_bundle
-
-__all__ = [
-    "DEFAULT_LEVEL",
-    "MAGIC",
-    "BundleEntry",
-    "BundleHeader",
-    "BundleReader",
-    "ImportReport",
-    "write_bundle",
-]
+Import from :mod:`.format`, :mod:`.reader`, :mod:`.writer`; nothing is
+re-exported, so code that never opens a bundle does not load msgpack and zstandard.
+"""

@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -71,6 +69,8 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 def _hash_fd(fd: int, chunk: int = VERIFY_CHUNK) -> str:
     """SHA256 of what ``fd`` reads from its current offset to EOF."""
+    import hashlib  # OpenSSL (~4 MB): loaded when an object is hashed, not at boot
+
     digest = hashlib.sha256()
     buffer = bytearray(chunk)
     view = memoryview(buffer)
@@ -166,7 +166,7 @@ class DiskObjectStore(ObjectStore):
             raise BadInputError(f"max_size must be >= 0, not {max_size}", where="max_size")
         if not self.tmp_dir.is_dir():
             durable.makedirs(self.tmp_dir)
-        tmp = self.tmp_dir / f"{secrets.token_hex(8)}.tmp"
+        tmp = self.tmp_dir / f"{os.urandom(8).hex()}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _OBJECT_MODE)
         except OSError as error:
@@ -203,6 +203,8 @@ class DiskObjectStore(ObjectStore):
     def _copy_hashing(stream: BinaryIO, fd: int, *, expected_id: str | None,
                       max_size: int | None) -> str:
         """Write ``stream`` to ``fd`` and return its SHA256; checks size and expected id."""
+        import hashlib
+
         digest = hashlib.sha256()
         buffer = bytearray(INGEST_CHUNK)
         view = memoryview(buffer)

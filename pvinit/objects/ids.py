@@ -6,7 +6,6 @@ Ids are validated before any path is built from them, so a hostile id
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from pvinit.errors import InvalidObjectIdError
@@ -32,4 +31,21 @@ def check_object_id(value: object, *, where: str | None = None) -> str:
 
 def sha256_hex(data: bytes) -> str:
     """The object id of ``data``."""
+    import hashlib  # OpenSSL: loaded on first use, not by every importer of ids
+
     return hashlib.sha256(data).hexdigest()
+
+
+def metadata_sha256(data: bytes) -> str:
+    """SHA256 of a small document (a state, an envelope) without loading OpenSSL.
+
+    ``hashlib`` loads libcrypto (~4 MB resident) on import; the supervisor
+    only hashes kilobytes of metadata at boot, so it uses CPython's builtin
+    implementation.  Bulk object hashing keeps ``hashlib`` (SHA-NI speed).
+    """
+    import importlib
+    import sys
+
+    builtin = importlib.import_module("_sha256" if sys.version_info < (3, 12) else "_sha2")
+    digest: str = builtin.sha256(data).hexdigest()
+    return digest

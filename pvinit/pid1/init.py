@@ -72,6 +72,13 @@ DEFAULT_STORAGE = "/storage"
 TEST_RAISE_ENV = "PVINIT_TEST_RAISE"
 """Test hook: ``start``, ``loop`` or ``shutdown`` raises once at that stage."""
 BOOT_ID_ENV = "PVINIT_BOOT_ID"
+BOOT_REV_ENV = "pv_boot_rev"  # the bootloader's kernel command line words (boot.rule)
+BOOT_TRYING_ENV = "pv_boot_trying"
+TEST_HANG_ENV = "PVINIT_TEST_HANG"
+"""Test hook (VM watchdog test only): ``testing`` freezes the device once the
+supervisor runs a *try* revision (``pv_boot_trying=1`` and ``refs/current``
+moved to ``pv_boot_rev``): every process is SIGSTOPped and PID 1 blocks
+without pinging the watchdog, so the watchdog resets the machine."""
 
 REBOOT_COMMANDS = {
     Action.REBOOT: syscalls.RB_AUTOBOOT,
@@ -297,6 +304,8 @@ class Pid1:
         self._shutting_down = False
         self._test_raise = os.environ.get(TEST_RAISE_ENV, "")
         self._boot_id = os.environ.get(BOOT_ID_ENV, "")
+        self._test_hang = os.environ.get(TEST_HANG_ENV, "") == "testing" and \
+            os.environ.get(BOOT_TRYING_ENV) == "1"
 
     def log(self, message: str) -> None:
         self.console.log(message)
@@ -346,7 +355,27 @@ class Pid1:
             self.on_signal(info.si_signo, info.si_pid)
         if self.pending is not None:
             self.shutdown(*self.pending)
+        if self._test_hang:
+            self._hang_if_testing()
         self.ping_watchdog()
+
+    def _hang_if_testing(self) -> None:
+        """TEST HOOK (``PVINIT_TEST_HANG=testing``): a device that hangs while it tests a try."""
+        booted = os.environ.get(BOOT_REV_ENV, "")
+        try:
+            ref = os.path.join(self.config.storage, "refs", "current")  # noqa: PTH118
+            with open(ref, encoding="ascii") as f:
+                current = f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            return
+        if not booted or current != booted:
+            return
+        self.log(f"TEST HOOK {TEST_HANG_ENV}=testing: revision {booted} is testing; "
+                 "freezing every process and no longer pinging the watchdog")
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGSTOP)  # everyone but PID 1
+        while True:  # hung: no reaping, no pings, until the watchdog resets the machine
+            time.sleep(3600)
 
     def _wait_timeout(self) -> float:
         if self.watchdog is None:

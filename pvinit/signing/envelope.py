@@ -18,7 +18,6 @@ stream forever).  See ``docs/formats/envelope.md``.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pvinit.errors import InvalidStateError
-from pvinit.objects.ids import is_object_id
+from pvinit.objects.ids import is_object_id, metadata_sha256
 from pvinit.state.canonical import canonical_bytes, check_json_value, parse_json
 
 SPEC = "pvinit-envelope@1"
@@ -200,7 +199,7 @@ class Envelope:
         return cls(
             revision=revision,
             parent=parent,
-            state=hashlib.sha256(state_bytes).hexdigest(),
+            state=metadata_sha256(state_bytes),
             state_size=len(state_bytes),
             sizes=sizes,
             created=format_time(created),
@@ -283,7 +282,7 @@ class Envelope:
     @property
     def digest(self) -> str:
         """SHA256 hex of :meth:`signed_bytes`: what a child envelope's ``parent`` holds."""
-        return hashlib.sha256(self.signed_bytes()).hexdigest()
+        return metadata_sha256(self.signed_bytes())
 
     @property
     def created_at(self) -> datetime:

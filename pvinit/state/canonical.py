@@ -17,13 +17,13 @@ non-string keys, tuples and any other Python type that JSON does not have.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 from typing import Any
 
 from pvinit.errors import InvalidJSONError
+from pvinit.objects.ids import metadata_sha256
 
 #: Deeper documents are refused: configuration is shallow, and a bound keeps
 #: every walk over a hostile document cheap and free of RecursionError.
@@ -101,7 +101,7 @@ def canonical_bytes(obj: object, *, where: str = "value") -> bytes:
 
 def digest_of(obj: object, *, where: str = "value") -> str:
     """SHA256 hex of the canonical bytes of ``obj``: a revision's identity."""
-    return hashlib.sha256(canonical_bytes(obj, where=where)).hexdigest()
+    return metadata_sha256(canonical_bytes(obj, where=where))
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

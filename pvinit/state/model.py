@@ -31,13 +31,12 @@ Inline documents returned by :attr:`State.entries` and
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from pvinit.errors import InvalidStateError, NotFoundError
-from pvinit.objects.ids import check_object_id
+from pvinit.objects.ids import check_object_id, metadata_sha256
 from pvinit.state._fields import NAME_RE, field_where, kind_of
 from pvinit.state.canonical import canonical_bytes, check_json_value, parse_json
 from pvinit.state.documents import (
@@ -251,7 +250,7 @@ class State:
     @property
     def digest(self) -> str:
         """SHA256 hex of :meth:`canonical_bytes`: the revision's identity."""
-        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+        return metadata_sha256(self.canonical_bytes())
 
     # -- typed views ------------------------------------------------------
 

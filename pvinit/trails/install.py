@@ -17,7 +17,6 @@ state, and that every object the state needs is in the store.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pvinit.errors import (
     RevisionNotFoundError,
 )
 from pvinit.objects.disk import DiskObjectStore
+from pvinit.objects.ids import metadata_sha256
 from pvinit.signing.envelope import Envelope
 from pvinit.state.canonical import canonical_bytes
 from pvinit.state.model import State
@@ -93,7 +93,7 @@ def boot_files(state: State, revision: int, trail: Path) -> BootFiles:
 
 def _check_envelope(state_bytes: bytes, envelope: Envelope, where: str) -> State:
     if (
-        hashlib.sha256(state_bytes).hexdigest() != envelope.state
+        metadata_sha256(state_bytes) != envelope.state
         or len(state_bytes) != envelope.state_size
     ):
         raise IntegrityError(

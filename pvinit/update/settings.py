@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pvinit.errors import BadInputError
 from pvinit.trails.layout import StorageLayout
-from pvinit.transport.registry import RegistryAuth
+from pvinit.transport.auth import RegistryAuth
 
 DEFAULT_COMMIT_DELAY = 10.0
 DEFAULT_POLL_INTERVAL = 300.0

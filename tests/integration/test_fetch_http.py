@@ -27,15 +27,10 @@ from pvinit.errors import IntegrityError, NotFoundError, TransportError
 from pvinit.objects.disk import DiskObjectStore
 from pvinit.remote import layout
 from pvinit.signing.envelope import Envelope
-from pvinit.transport import (
-    HttpFetcher,
-    ObjectWant,
-    RemoteNotFoundError,
-    RemoteRepository,
-    RemoteSource,
-    open_fetcher,
-)
-from tests.conftest import need_tool
+from pvinit.transport.fetcher import HttpFetcher, RemoteNotFoundError, open_fetcher
+from pvinit.transport.remote import ObjectWant, RemoteRepository
+from pvinit.transport.sources import RemoteSource
+from tests.conftest import need_tool, settled_log_lines
 from tests.unit.test_transport_support import RemoteBuilder, blob, frame, sha
 
 STARTUP_LIMIT = 30.0  # a guard against hanging, not a performance claim
@@ -124,7 +119,7 @@ class Nginx:
         return f"http://127.0.0.1:{self.port}"
 
     def log_lines(self) -> list[str]:
-        return (self.run / "access.log").read_text().splitlines()
+        return settled_log_lines(self.run / "access.log")
 
     def requests_for(self, path: str) -> list[str]:
         return [line for line in self.log_lines() if f" /{path} " in line]

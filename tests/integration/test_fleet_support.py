@@ -33,7 +33,7 @@ from pvinit.transport.remote import RemoteRepository
 from pvinit.transport.sources import RemoteSource
 from pvinit.update.engine import UpdateEngine
 from pvinit.update.settings import trust_path
-from tests.conftest import need_tool
+from tests.conftest import need_tool, settled_log_lines
 from tests.integration.test_fetch_http import STARTUP_LIMIT, free_port, wait_listening
 
 
@@ -153,7 +153,7 @@ class Server:
     log: Path
 
     def lines(self) -> list[str]:
-        return self.log.read_text().splitlines()
+        return settled_log_lines(self.log)
 
 
 @contextlib.contextmanager

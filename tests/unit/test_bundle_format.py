@@ -11,8 +11,9 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pvinit.bundle import MAGIC, BundleEntry, BundleHeader, BundleReader, write_bundle
-from pvinit.bundle.format import MAX_HEADER
+from pvinit.bundle.format import MAGIC, MAX_HEADER, BundleEntry, BundleHeader
+from pvinit.bundle.reader import BundleReader
+from pvinit.bundle.writer import write_bundle
 from pvinit.errors import (
     BadInputError,
     BundleFormatError,

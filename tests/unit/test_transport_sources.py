@@ -7,20 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from pvinit.bundle import write_bundle
+from pvinit.bundle.writer import write_bundle
 from pvinit.errors import BadInputError, BundleFormatError, IntegrityError, ObjectNotFoundError
 from pvinit.objects.disk import DiskObjectStore
 from pvinit.objects.memory import MemoryObjectStore
 from pvinit.signing.envelope import Envelope
 from pvinit.signing.trust import TrustPolicy, check_envelope
-from pvinit.transport import (
-    BundleSource,
-    ObjectWant,
-    PollPolicy,
-    RemoteRepository,
-    RemoteSource,
-)
 from pvinit.transport.fetcher import FileFetcher
+from pvinit.transport.remote import ObjectWant, RemoteRepository
+from pvinit.transport.sources import BundleSource, PollPolicy, RemoteSource
 from tests.unit.test_transport_support import NOW, RemoteBuilder, blob, sha
 
 
