@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_tool
 from tests.vm.support import REPO, load_vm_tool
 
 vm = load_vm_tool()
@@ -47,11 +48,51 @@ def test_the_vm_runs_under_tcg_and_never_asks_for_kvm(tmp_path: Path) -> None:
     assert f"file={tmp_path / 'd.img'},if=virtio,format=raw" in argv
 
 
-def test_a_reboot_ends_the_run_until_the_bootloader_hook_chooses_a_next_boot(
-    tmp_path: Path,
-) -> None:
+def test_a_boot_by_hand_has_no_bootloader_and_a_reboot_ends_it(tmp_path: Path) -> None:
     spec = vm.BootSpec(disk=tmp_path / "d.img", kernel=tmp_path / "k", initrd=tmp_path / "i")
     assert vm.next_boot(spec, vm.End.REBOOT) is None
+
+
+def test_only_a_reboot_or_a_watchdog_reset_starts_the_machine_again(tmp_path: Path) -> None:
+    spec = vm.BootSpec(disk=tmp_path / "d.img", kernel=tmp_path / "k", initrd=tmp_path / "i",
+                       image_kernel=tmp_path / "k", image_initrd=tmp_path / "i")  # fmt: skip
+    for end in (vm.End.POWEROFF, vm.End.HALT, vm.End.PANIC, vm.End.TIMEOUT, vm.End.KILLED):
+        assert vm.next_boot(spec, end) is None
+    assert set(vm.AGAIN) == {vm.End.REBOOT, vm.End.WATCHDOG}
+
+
+def test_fw_printenv_output_and_fw_setenv_argvs() -> None:
+    assert vm.parse_printenv("pv_rev=1\npv_try=2\nbootcmd=run a=b\n") == {
+        "pv_rev": "1", "pv_try": "2", "bootcmd": "run a=b"}
+    assert vm.fw_setenv_argvs({"pv_trying": "2", "pv_try": None}) == [["pv_try"],
+                                                                      ["pv_trying", "2"]]
+    assert vm.unapplied({"pv_trying": "2", "pv_try": None}, {"pv_try": "2"}) == {
+        "pv_trying": "2", "pv_try": None}
+    assert vm.unapplied({"pv_trying": "2", "pv_try": None}, {"pv_trying": "2"}) == {}
+
+
+def test_the_bootloaders_changes_reach_the_image_through_the_real_fw_setenv(
+    tmp_path: Path,
+) -> None:
+    """Debian's libubootenv-tool writes what the rule decided, and reads it back."""
+    need_tool("mkenvimage")
+    need_tool("fw_setenv")
+    text = tmp_path / "uenv.txt"
+    text.write_text("bootdelay=0\npv_rev=1\npv_try=2\n")
+    image = vm.UBootImage(tmp_path)
+    subprocess.run(["mkenvimage", "-s", "0x4000", "-o", str(image.image), str(text)], check=True)
+    choice = vm._pvinit_rule().choose_boot(image.printenv())
+    image.setenv(choice.changes)
+    assert image.printenv() == {"bootdelay": "0", "pv_rev": "1", "pv_try": "2", "pv_trying": "2"}
+    assert vm._pvinit_rule().choose_boot(image.printenv()).rollback
+    image.setenv({"pv_try": None, "pv_trying": None})
+    assert image.printenv() == {"bootdelay": "0", "pv_rev": "1"}
+
+
+def test_a_softdog_reset_and_a_killed_qemu_are_told_apart() -> None:
+    assert vm.classify_line("[  9.1] softdog: Initiating system reboot\n") is vm.End.WATCHDOG
+    assert vm.classify_line("qemu-system-x86_64: terminating on signal 15 from pid 4\n") \
+        is vm.End.KILLED
 
 
 def test_boot_names_a_missing_disk_and_starts_no_qemu(tmp_path: Path) -> None:
