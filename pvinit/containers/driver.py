@@ -15,8 +15,10 @@ pidfd), so a select/poll loop wakes up at once without polling; then
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
 from pvinit.containers.spec import ContainerSpec
+from pvinit.errors import PvError
 
 
 class ContainerDriver(abc.ABC):
@@ -37,6 +39,20 @@ class ContainerDriver(abc.ABC):
         Raises NotFoundError for an unknown name, BusyError when it already
         runs, ExternalToolError with the runtime's reason when it fails to start.
         """
+
+    def start_all(self, names: Sequence[str]) -> dict[str, int | PvError | OSError]:
+        """Start a group's containers together: each name -> its init pid, or why it failed.
+
+        One container failing does not stop the others.  This default starts
+        them one by one; a runtime whose start has a long set-up (LXC) overlaps them.
+        """
+        results: dict[str, int | PvError | OSError] = {}
+        for name in names:
+            try:
+                results[name] = self.start(name)
+            except (PvError, OSError) as error:
+                results[name] = error
+        return results
 
     @abc.abstractmethod
     def stop(self, name: str, grace: float) -> None:

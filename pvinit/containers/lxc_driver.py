@@ -48,6 +48,7 @@ import select
 import shutil
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from pvinit.containers import lxclog
 from pvinit.containers.driver import ContainerDriver
 from pvinit.containers.lxcconf import host_has_apparmor, lxc_config, render_config
 from pvinit.containers.spec import ContainerSpec, check_container_name
-from pvinit.errors import BadInputError, BusyError, ExternalToolError, NotFoundError
+from pvinit.errors import BadInputError, BusyError, ExternalToolError, NotFoundError, PvError
 
 #: Name of the throw-away container object keys are tried on (not a valid container name).
 _PROBE_NAME = "_pvinit_probe_"
@@ -99,8 +100,16 @@ def _read_log(path: Path, offset: int) -> str:
         return ""
 
 
-def _spawn_output(argv: list[str]) -> tuple[int, str]:
-    """Run ``argv`` with a clean signal state; its exit code and its output (last 4 KiB).
+@dataclass
+class _Spawned:
+    """A tool started by :func:`_spawn`, not yet waited for."""
+
+    pid: int
+    out: int  # memfd holding its stdout + stderr
+
+
+def _spawn(argv: list[str]) -> _Spawned:
+    """Start ``argv`` with a clean signal state, its output to a memfd; do not wait.
 
     ``os.posix_spawn``, not ``subprocess``: it sets the child's signal mask
     and dispositions without running Python in the child.  The output goes
@@ -121,13 +130,37 @@ def _spawn_output(argv: list[str]) -> tuple[int, str]:
             setsigmask=(),
             setsigdef=_DEFAULT_SIGNALS,
         )
-        _, status = os.waitpid(pid, 0)
-        size = os.lseek(out, 0, os.SEEK_END)
-        os.lseek(out, max(0, size - 4096), os.SEEK_SET)
-        text = os.read(out, 4096).decode("utf-8", "replace")
-    finally:
+    except BaseException:
         os.close(out)
+        raise
+    return _Spawned(pid, out)
+
+
+def _collect(spawned: _Spawned) -> tuple[int, str]:
+    """Wait for a :func:`_spawn`-ed tool; its exit code and its output (last 4 KiB)."""
+    try:
+        _, status = os.waitpid(spawned.pid, 0)
+        size = os.lseek(spawned.out, 0, os.SEEK_END)
+        os.lseek(spawned.out, max(0, size - 4096), os.SEEK_SET)
+        text = os.read(spawned.out, 4096).decode("utf-8", "replace")
+    finally:
+        os.close(spawned.out)
     return os.waitstatus_to_exitcode(status), text
+
+
+def _spawn_output(argv: list[str]) -> tuple[int, str]:
+    """Run ``argv`` to its end (see :func:`_spawn`): its exit code and its output."""
+    return _collect(_spawn(argv))
+
+
+@dataclass
+class _Starting:
+    """A container whose start was begun by :meth:`LxcDriver._begin_start`."""
+
+    container: Any
+    log: Path | None
+    offset: int
+    spawned: _Spawned | None  # lxc-start still running; None when started in-process
 
 
 def _exited_fd() -> int:
@@ -240,6 +273,30 @@ class LxcDriver(ContainerDriver):
         self._container(spec.name)  # liblxc must accept the whole file, not just each key
 
     def start(self, name: str) -> int:
+        return self._finish_start(name, self._begin_start(name))
+
+    def start_all(self, names: Sequence[str]) -> dict[str, int | PvError | OSError]:
+        """Start every ``lxc-start -d`` first, then wait for each: a group starts together.
+
+        Each ``lxc-start`` takes tens of milliseconds to set up its container
+        (namespaces, mounts, cgroups); run one after the other they add up,
+        run together they overlap (liblxc locks per container, not per path).
+        """
+        results: dict[str, int | PvError | OSError] = {}
+        begun: dict[str, _Starting] = {}
+        for name in names:
+            try:
+                begun[name] = self._begin_start(name)
+            except (PvError, OSError) as error:
+                results[name] = error
+        for name, starting in begun.items():
+            try:
+                results[name] = self._finish_start(name, starting)
+            except (PvError, OSError) as error:
+                results[name] = error
+        return {name: results[name] for name in names}
+
+    def _begin_start(self, name: str) -> _Starting:
         container = self._container(name)
         if container.running:
             raise BusyError("container is already running", where=name)
@@ -250,8 +307,30 @@ class LxcDriver(ContainerDriver):
             log.write_bytes(b"")
         offset = _log_size(log) if log is not None else 0
         self._forget_run(name)
-        self._launch(name, container, offset)
-        reported = container.init_pid
+        if self.lxc_start is None:
+            if not container.start(useinit=False, daemonize=True, close_fds=True):
+                raise ExternalToolError(
+                    "failed to start: " + self._reason(name, offset, "liblxc gave no reason"),
+                    where=name,
+                )
+            return _Starting(container, log, offset, None)
+        argv = [self.lxc_start, "-n", name, "-P", str(self.lxcpath), "-d"]
+        try:
+            spawned = _spawn(argv)
+        except OSError as error:
+            raise ExternalToolError(f"cannot run {self.lxc_start}: {error}", where=name) from None
+        return _Starting(container, log, offset, spawned)
+
+    def _finish_start(self, name: str, starting: _Starting) -> int:
+        log, offset = starting.log, starting.offset
+        if starting.spawned is not None:
+            code, output = _collect(starting.spawned)
+            if code != 0:
+                fallback = lxclog.first_error(output) or output.strip() or f"lxc-start exit {code}"
+                raise ExternalToolError(
+                    "failed to start: " + self._reason(name, offset, fallback), where=name
+                )
+        reported = starting.container.init_pid
         pid: int | None = int(reported) if reported is not None and reported > 0 else None
         exit_fd = None
         if pid is None:
@@ -265,26 +344,6 @@ class LxcDriver(ContainerDriver):
             pid=pid, exit_fd=exit_fd if exit_fd is not None else _exited_fd(), log_offset=offset
         )
         return pid
-
-    def _launch(self, name: str, container: Any, offset: int) -> None:
-        """Start ``name``: ``lxc-start -d`` (a C monitor), else python-lxc's ``start()``."""
-        if self.lxc_start is None:
-            if not container.start(useinit=False, daemonize=True, close_fds=True):
-                raise ExternalToolError(
-                    "failed to start: " + self._reason(name, offset, "liblxc gave no reason"),
-                    where=name,
-                )
-            return
-        argv = [self.lxc_start, "-n", name, "-P", str(self.lxcpath), "-d"]
-        try:
-            code, output = _spawn_output(argv)
-        except OSError as error:
-            raise ExternalToolError(f"cannot run {self.lxc_start}: {error}", where=name) from None
-        if code != 0:
-            fallback = lxclog.first_error(output) or output.strip() or f"lxc-start exit {code}"
-            raise ExternalToolError(
-                "failed to start: " + self._reason(name, offset, fallback), where=name
-            )
 
     def stop(self, name: str, grace: float) -> None:
         container = self._container(name)

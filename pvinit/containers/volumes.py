@@ -13,6 +13,7 @@ Every error names the object (or source) and the mount point.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import subprocess
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit import durable
+from pvinit.containers import loopmount
 from pvinit.errors import BadInputError, ExternalToolError, IntegrityError
 
 SQUASHFS_MAGIC = 0x73717368  # "hsqs" little-endian
@@ -27,6 +29,8 @@ _SUPERBLOCK = struct.Struct("<IIIIIHHHHHHQQQQQQQQ")  # 96 bytes
 _ABSENT = 0xFFFFFFFFFFFFFFFF
 #: Characters overlayfs's option parser treats specially in lowerdir/upperdir/workdir.
 _OVERLAY_UNSAFE = frozenset(",:\\\n")
+
+_CORRUPT_HINT = "the image is likely corrupt: verify the object (fsck) or fetch it again"
 
 
 @dataclass(frozen=True)
@@ -124,10 +128,27 @@ def mount_squashfs(image: Path, target: Path, *, name: str | None = None) -> Non
     """Loop-mount squashfs ``image`` read-only on ``target`` (created if missing).
 
     ``name`` (an object id or a revision key) labels errors instead of the path.
+    By system calls (:mod:`pvinit.containers.loopmount`) where loop-control
+    exists, else with util-linux's ``mount``.
     """
     what = name or str(image)
     check_squashfs(image, where=what)
     durable.makedirs(target)
+    if loopmount.available():
+        try:
+            loopmount.mount_image(image, target)
+        except OSError as error:
+            if error.errno == errno.EINVAL:  # what the kernel says of a squashfs it cannot read
+                raise ExternalToolError(
+                    f"cannot mount on {target}: the kernel refuses the squashfs (bad superblock "
+                    "or tables)",
+                    where=what,
+                    hint=_CORRUPT_HINT,
+                ) from None
+            raise ExternalToolError(
+                f"cannot mount on {target}: {error.strerror or error}", where=what
+            ) from None
+        return
     try:
         _run_mount(
             ["mount", "-t", "squashfs", "-o", "loop,ro,nodev,nosuid", str(image), str(target)],
@@ -138,11 +159,7 @@ def mount_squashfs(image: Path, target: Path, *, name: str | None = None) -> Non
         if "superblock" not in exc.message:
             raise
         # The kernel read past our superblock check and found garbage: a corrupt object.
-        raise ExternalToolError(
-            exc.message,
-            where=what,
-            hint="the image is likely corrupt: verify the object (fsck) or fetch it again",
-        ) from None
+        raise ExternalToolError(exc.message, where=what, hint=_CORRUPT_HINT) from None
 
 
 def overlay_options(lower: list[Path], upper: Path, work: Path) -> str:
@@ -165,11 +182,17 @@ def mount_overlay(lower: list[Path], persist: Path, target: Path) -> None:
     options = overlay_options(lower, upper, work)
     for directory in (upper, work, target):
         durable.makedirs(directory)
-    _run_mount(
-        ["mount", "-t", "overlay", "overlay", "-o", options, str(target)],
-        what=f"overlay of {', '.join(str(path) for path in lower)}",
-        target=target,
-    )
+    what = f"overlay of {', '.join(str(path) for path in lower)}"
+    if loopmount.available():
+        try:
+            loopmount.mount_overlay_fs(options, target)
+        except OSError as error:
+            raise ExternalToolError(
+                f"cannot mount on {target}: {error.strerror or error}", where=what
+            ) from None
+        return
+    _run_mount(["mount", "-t", "overlay", "overlay", "-o", options, str(target)], what=what,
+               target=target)
 
 
 def bind_mount(source: Path, target: Path, *, readonly: bool = False) -> None:

@@ -39,6 +39,7 @@ RB_POWER_OFF = 0x4321FEDC
 RB_DISABLE_CAD = 0
 # prctl(2)
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NAME = 15
 
 
 def _as_c_int(value: int) -> ctypes.c_int:
@@ -89,6 +90,37 @@ class Libc:
 
     def sync(self) -> None:
         self._libc.sync()
+
+    def set_process_title(self, title: str) -> None:
+        """Show ``title`` as this process's command line (``ps``, ``/proc/<pid>/cmdline``).
+
+        For a process forked from PID 1 without an exec, which would otherwise
+        show PID 1's command line.  As setproctitle does on Linux: the kernel
+        reads the command line from the process's original argv memory
+        (``arg_start``..``arg_end`` in ``/proc/self/stat``), which Python no
+        longer uses after start-up; the title is written there, cut to fit,
+        NUL-padded.  ``comm`` (``/proc/<pid>/comm``, 15 bytes) is set too.
+        """
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        arg_start, arg_end = int(fields[45]), int(fields[46])  # stat fields 48 and 49
+        size = arg_end - arg_start
+        if size <= 1:
+            return
+        data = os.fsencode(title)[: size - 1]
+        ctypes.memmove(arg_start, data + b"\0" * (size - len(data)), size)
+        self._libc.prctl(PR_SET_NAME, os.fsencode(title)[:15], 0, 0, 0)
+
+    def malloc_trim(self) -> None:
+        """Give the C heap's free pages back to the kernel (glibc; a no-op elsewhere).
+
+        A boot or an update allocates and frees megabytes (state documents,
+        bundle buffers); glibc keeps freed memory for reuse, so an idle
+        supervisor would go on holding its peak.
+        """
+        trim = getattr(self._libc, "malloc_trim", None)
+        if trim is not None:
+            trim(ctypes.c_size_t(0))
 
     def set_child_subreaper(self) -> None:
         self._check(self._libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl")

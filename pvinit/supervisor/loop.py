@@ -99,6 +99,17 @@ class GroupRun:
         return GroupReport(name=self.group.name, goal=self.group.status_goal, status=self.status)
 
 
+def release_free_memory() -> None:
+    """After the boot's burst of allocations: collect cycles, return free heap to the kernel."""
+    import gc
+
+    from pvinit.pid1.syscalls import Libc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        Libc().malloc_trim()
+
+
 def choose_revision(layout: StorageLayout, factory: Path | None, log: SupervisorLog) -> int:
     """``refs/current``; on a blank device, install the factory bundle and point at it."""
     current = read_ref(layout, "current")
@@ -144,6 +155,7 @@ class Supervisor:
         self._published: StatusDocument | None = None
         self.updates: UpdateCoordinator | None = None
         self.control: ControlServer | None = None  # the control socket (pvinit.control)
+        self._control_tried = False
 
     # -- status -----------------------------------------------------------------
 
@@ -261,7 +273,6 @@ class Supervisor:
         self.runtime.mount_bsp()
         if self.updates is not None:
             self.updates.booted(revision)
-        self._open_control()
         self.publish()
 
     def _boot_revision(self) -> int:
@@ -360,6 +371,11 @@ class Supervisor:
                     )
                 else:
                     break
+        if not self._control_tried:
+            # Once the first group is on its way, not before: the control server's
+            # modules are ~5 ms the first containers need not wait for.
+            self._control_tried = True
+            self._open_control()
         if self.phase is SupervisorPhase.STARTING and all(
             run.status in (GroupStatus.REACHED, GroupStatus.TIMED_OUT) for run in self.groups
         ):
@@ -368,6 +384,7 @@ class Supervisor:
             if self.updates is not None:
                 self.updates.tick()
                 self.updates.start_worker()
+            release_free_memory()
         for unit in self.units:
             if unit.restart_at is not None and now >= unit.restart_at:
                 unit.restart_at = None
@@ -393,9 +410,17 @@ class Supervisor:
                 continue
             unit.status = ContainerStatus.MOUNTED
             self.publish()
-        for unit in run.units:
-            if unit.status is ContainerStatus.MOUNTED:
-                self._start_unit(unit)
+        mounted = [unit for unit in run.units if unit.status is ContainerStatus.MOUNTED]
+        for unit in mounted:
+            if unit.notify is not None:
+                unit.notify.poll()  # stale messages from an earlier run mean nothing now
+        started = self.driver.start_all([unit.name for unit in mounted])
+        for unit in mounted:
+            outcome = started[unit.name]
+            if isinstance(outcome, int):
+                self._started(unit, outcome)
+            else:
+                self._fail(unit, outcome, "cannot start")
 
     def _start_unit(self, unit: Unit) -> None:
         if unit.notify is not None:
@@ -405,6 +430,9 @@ class Supervisor:
         except (PvError, OSError) as error:
             self._fail(unit, error, "cannot start")
             return
+        self._started(unit, pid)
+
+    def _started(self, unit: Unit, pid: int) -> None:
         unit.status = ContainerStatus.STARTED
         unit.pid = pid
         unit.started_at = time.time()
@@ -519,6 +547,7 @@ class Supervisor:
             unit.status = ContainerStatus.MOUNTED
             self._start_unit(unit)
         self.publish()
+        release_free_memory()  # the update's verify/install buffers are garbage now
 
     def updates_booted(self, revision: int) -> None:
         if self.updates is not None:

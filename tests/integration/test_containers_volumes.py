@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pvinit.containers import loopmount
 from pvinit.containers.volumes import (
     SquashfsSuperblock,
     bind_mount,
@@ -83,9 +84,17 @@ def test_overlay_paths_overlayfs_would_misparse_are_refused(tmp_path: Path) -> N
 # -- real mounts ----------------------------------------------------------
 
 
+@pytest.fixture(params=["syscalls", "mount-tool"])
+def mount_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways volumes are mounted: loop ioctls + mount(2), or util-linux's mount."""
+    if request.param == "mount-tool":
+        monkeypatch.setattr(loopmount, "available", lambda: False)
+    return str(request.param)
+
+
 @pytest.mark.root
 def test_squashfs_object_mounts_read_only_and_unmount_frees_its_loop(
-    rootfs_image: Path, tmp_path: Path, mounts: list[Path]
+    rootfs_image: Path, tmp_path: Path, mounts: list[Path], mount_path: str
 ) -> None:
     target = tmp_path / "lower"
     mount_squashfs(rootfs_image, target, name=OBJECT_ID)
@@ -125,7 +134,7 @@ def test_truncated_squashfs_object_is_refused_before_mounting(
 
 @pytest.mark.root
 def test_squashfs_with_corrupt_tables_gives_a_mount_error_naming_object_and_mount_point(
-    rootfs_image: Path, tmp_path: Path
+    rootfs_image: Path, tmp_path: Path, mount_path: str
 ) -> None:
     data = bytearray(rootfs_image.read_bytes())
     id_table, _xattr, inode_table, directory_table = struct.unpack_from("<QQQQ", data, 48)
@@ -146,7 +155,7 @@ def test_squashfs_with_corrupt_tables_gives_a_mount_error_naming_object_and_moun
 
 @pytest.mark.root
 def test_overlay_writes_land_in_the_persistence_dir_and_survive_remount(
-    rootfs_image: Path, tmp_path: Path, mounts: list[Path]
+    rootfs_image: Path, tmp_path: Path, mounts: list[Path], mount_path: str
 ) -> None:
     lower, persist, root = tmp_path / "lower", tmp_path / "persist", tmp_path / "root"
     first = mount_root(rootfs_image, lower=lower, persist=persist, target=root)
@@ -169,7 +178,9 @@ def test_failed_overlay_leaves_nothing_mounted(rootfs_image: Path, tmp_path: Pat
 
 
 @pytest.mark.root
-def test_overlay_over_a_missing_lower_dir_names_the_overlay(tmp_path: Path) -> None:
+def test_overlay_over_a_missing_lower_dir_names_the_overlay(
+    tmp_path: Path, mount_path: str
+) -> None:
     with pytest.raises(ExternalToolError) as caught:
         mount_overlay([tmp_path / "missing"], tmp_path / "persist", tmp_path / "root")
     assert "missing" in str(caught.value.where)

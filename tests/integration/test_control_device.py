@@ -169,6 +169,7 @@ def test_an_on_device_bundle_is_linked_or_copied_into_the_inbox_off_the_loop(
     assert code == 0, text
     assert u.journal_state(2) == "UPDATED"
     done = u.dev.storage / "inbox" / "done"
+    u.wait("api-2-0.pvb moved to inbox/done", (done / "api-2-0.pvb").is_file, timeout=30)
     assert same_fs.is_file() and (done / "api-2-0.pvb").samefile(same_fs)  # a hard link
     other = u.bundle(GROUPS, base_containers(app_env="3"), name="r3.pvb")
     on_stick = stick / "r3.pvb"
@@ -177,6 +178,7 @@ def test_an_on_device_bundle_is_linked_or_copied_into_the_inbox_off_the_loop(
                                   "--wait", "120")
     assert code == 0, text
     assert u.journal_state(3) == "UPDATED"
+    u.wait("api-3-0.pvb moved to inbox/done", (done / "api-3-0.pvb").is_file, timeout=30)
     assert (done / "api-3-0.pvb").read_bytes() == on_stick.read_bytes()
     assert not (done / "api-3-0.pvb").samefile(on_stick)
     assert "copied into the inbox as api-3-0.pvb" in u.dev.log_text()

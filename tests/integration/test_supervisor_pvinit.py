@@ -46,6 +46,31 @@ def pid1_of(storage: Path) -> int | None:
     return None
 
 
+def check_supervisor_is_a_clean_fork(pid1: int) -> None:
+    """The supervisor PID 1 forked (no exec) starts as cleanly as an exec'd one would.
+
+    Own session, no blocked signal, only the ignored signals a new
+    interpreter sets (SIGPIPE, SIGXFSZ), none of PID 1's descriptors beyond
+    0-2, and its own name in ``ps``.
+    """
+    children = [int(p) for p in Path(f"/proc/{pid1}/task/{pid1}/children").read_text().split()]
+    named = [pid for pid in children
+             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"pvinit.supervisor\0")]
+    assert len(named) == 1, children
+    supervisor = named[0]
+    status = dict(line.split(":\t", 1)
+                  for line in Path(f"/proc/{supervisor}/status").read_text().splitlines())
+    assert int(status["SigBlk"], 16) == 0
+    python_ignores = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1))
+    assert int(status["SigIgn"], 16) == python_ignores
+    stat = Path(f"/proc/{supervisor}/stat").read_text()
+    assert int(stat.rsplit(")", 1)[1].split()[3]) == supervisor  # session leader
+    def targets(pid: int, low: int) -> set[str]:
+        fds = Path(f"/proc/{pid}/fd")
+        return {str(fd.readlink()) for fd in fds.iterdir() if int(fd.name) >= low}
+    assert not targets(pid1, 3) & targets(supervisor, 3), "a PID 1 descriptor leaked"
+
+
 def test_pvinit_boots_every_container_to_its_goal_and_powers_off_in_order(
     device: Device,
 ) -> None:
@@ -81,6 +106,8 @@ def test_pvinit_boots_every_container_to_its_goal_and_powers_off_in_order(
         assert {c.name: c.status.value for c in doc.containers} == {
             "platform": "READY", "sensor": "READY", "dashboard": "STARTED",
         }  # fmt: skip
+        assert pid is not None
+        check_supervisor_is_a_clean_fork(pid)
         # The launcher prints the table it read through the same path.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any("RUNNING" in line for line in out):

@@ -182,7 +182,10 @@ def test_an_app_change_is_applied_without_reboot_and_committed(updater: Updater)
     log = u.dev.log_text()
     assert "platform: STOPPED" not in log  # only the app restarted
     assert u.boots() == 0
-    assert (u.dev.storage / "inbox" / "done" / "r2.pvb").is_file()
+    # The worker moves a delivered bundle on its next look at the inbox, once the
+    # update is final: soon after the journal says UPDATED, not at the same instant.
+    moved = u.dev.storage / "inbox" / "done" / "r2.pvb"
+    u.wait("r2.pvb moved to inbox/done", moved.is_file, timeout=30)
 
 
 def test_a_device_change_reboots_into_try_and_commits(updater: Updater) -> None:
@@ -272,11 +275,11 @@ def test_replayed_and_badly_signed_revisions_are_refused(updater: Updater) -> No
     journal = read_journal(u.dev.layout, 2)
     assert journal is not None and "signature" in journal.reason
     failed = u.dev.storage / "inbox" / "failed"
-    assert (failed / "unsigned.pvb").is_file()
+    u.wait("unsigned.pvb moved to inbox/failed", (failed / "unsigned.pvb.reason").is_file)
     assert "WONTGO" in (failed / "unsigned.pvb.reason").read_text()
     replay = u.bundle(GROUPS, base_containers(app_env="9"), name="replay.pvb", revision=1)
     u.drop(replay)
-    u.wait("replay handled", lambda: not (u.dev.storage / "inbox" / "replay.pvb").exists())
+    u.wait("replay handled", (failed / "replay.pvb.reason").is_file)  # written after the move
     assert u.journal_state(1) is None or u.journal_state(1) != "WONTGO"
     assert "not newer" in (failed / "replay.pvb.reason").read_text()
     assert u.env().get("pv_rev") == "1" and u.boots() == 0
