@@ -36,6 +36,7 @@ from pvinit.bundle.format import (
 )
 from pvinit.errors import BundleFormatError, IntegrityError, NotFoundError
 from pvinit.objects.store import CHUNK, ObjectStore
+from pvinit.zstdframes import FrameReader
 
 Progress = Callable[[int, int], None]
 
@@ -95,13 +96,13 @@ class _ObjectStream(io.RawIOBase):
         self._digest = hashlib.sha256()
         self._out = 0
         self._done = False
-        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-        self._reader = dctx.stream_reader(
-            cast(BinaryIO, _FrameSource(fd, offset, entry.zsize)),
-            read_size=CHUNK,
-            read_across_frames=True,
-            closefd=False,
-        )
+
+        def fault(error: zstandard.ZstdError) -> BundleFormatError:
+            return BundleFormatError(f"{self._culprit()}: corrupt zstd data: {error}",
+                                     where=where)
+
+        self._reader = FrameReader(cast(BinaryIO, _FrameSource(fd, offset, entry.zsize)),
+                                   max_window=MAX_WINDOW, chunk=CHUNK, on_error=fault)
 
     def _culprit(self) -> str:
         return f"object {self._entry.object_id} (frame at byte offset {self._offset})"
@@ -117,13 +118,7 @@ class _ObjectStream(io.RawIOBase):
     def read(self, size: int | None = -1) -> bytes:
         if self._done:
             return b""
-        want = CHUNK if size is None or size < 0 else min(size, CHUNK)
-        try:
-            data = self._reader.read(want)
-        except zstandard.ZstdError as exc:
-            raise BundleFormatError(
-                f"{self._culprit()}: corrupt zstd data: {exc}", where=self._where
-            ) from exc
+        data = self._reader.read(size)
         self._out += len(data)
         if self._out > self._entry.size:
             raise IntegrityError(

@@ -34,6 +34,7 @@ from pvinit.objects.store import ObjectStore
 from pvinit.remote import layout
 from pvinit.remote.delta import MAX_DELTA_INPUT, MAX_WINDOW, apply_delta
 from pvinit.transport.fetcher import CHUNK, Fetcher, RemoteNotFoundError
+from pvinit.zstdframes import FrameReader
 
 #: ``progress(done, total)`` in signed (uncompressed) bytes of the wanted objects.
 Progress = Callable[[int, int], None]
@@ -127,32 +128,13 @@ class _Cancelled(Exception):
     """Another download of the same batch failed: stop this one early."""
 
 
-class _Decompressing(io.RawIOBase):
+def _decompressing(source: BinaryIO, object_id: str) -> FrameReader:
     """The decompressed bytes of a downloaded zstd frame; zstd faults become IntegrityError."""
 
-    def __init__(self, source: BinaryIO, object_id: str) -> None:
-        super().__init__()
-        self._object_id = object_id
-        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-        self._reader = dctx.stream_reader(source, read_size=CHUNK, read_across_frames=True,
-                                          closefd=False)
+    def fault(error: zstandard.ZstdError) -> IntegrityError:
+        return IntegrityError(f"downloaded object is not valid zstd: {error}", where=object_id)
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def read(self, size: int | None = -1) -> bytes:
-        want = CHUNK if size is None or size < 0 else size
-        try:
-            data: bytes = self._reader.read(want)
-        except zstandard.ZstdError as error:
-            raise IntegrityError(f"downloaded object is not valid zstd: {error}",
-                                 where=self._object_id) from None
-        return data
+    return FrameReader(source, max_window=MAX_WINDOW, chunk=CHUNK, on_error=fault)
 
 
 class RemoteRepository:
@@ -189,7 +171,7 @@ class RemoteRepository:
         """A small object (the state) in memory, checked against its id and exact size."""
         url = self.url(layout.object_path(object_id))
         frame = self.fetcher.fetch_bytes(url, max_bytes=layout.compressed_bound(size))
-        reader = _Decompressing(cast(BinaryIO, io.BytesIO(frame)), object_id)
+        reader = _decompressing(cast(BinaryIO, io.BytesIO(frame)), object_id)
         data = reader.read(size + 1)
         while len(data) <= size:
             more = reader.read(size + 1 - len(data))
@@ -260,7 +242,7 @@ class RemoteRepository:
                                   on_chunk=on_chunk)
         try:
             with open(partial, "rb") as handle:
-                stream = _Decompressing(cast(BinaryIO, handle), want.id)
+                stream = _decompressing(cast(BinaryIO, handle), want.id)
                 store.add_stream(cast(BinaryIO, stream), expected_id=want.id,
                                  max_size=want.size)
         except IntegrityError as error:
