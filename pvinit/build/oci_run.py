@@ -12,9 +12,13 @@ WorkingDir         ``cwd`` (absolute)
 User               ``user`` (as given: ``name``, ``uid``, ``uid:gid``...)
 =================  =========================================================
 
-``cwd`` and ``user`` are fields the state model keeps as they are (unknown
-fields round-trip); the supervisor does not apply them yet.  Symlinks are
-followed inside the rootfs as a chroot would, never out of it.
+``cwd`` and ``user`` are typed, validated run.json fields
+(:class:`pvinit.state.documents.Container`); the supervisor applies them as
+Docker does: it creates ``cwd`` in the container's root if missing and sets
+``lxc.init.cwd``, and resolves ``user`` against the image's own
+``/etc/passwd`` and ``/etc/group`` to ``lxc.init.uid``/``gid``/``groups``
+(:mod:`pvinit.containers.users`).  Symlinks are followed inside the rootfs
+as a chroot would, never out of it.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from pvinit.errors import BadInputError
 #: Names become directory names under lxcpath and the UTS hostname: keep them boring.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Largest usable uid/gid: 2**32-1 is the kernel's "no id".
+MAX_ID = 2**32 - 2
 
 #: Where a container finds its notify socket (``notify_dir`` is bind-mounted here).
 NOTIFY_MOUNT = "/run/pvinit"
@@ -125,6 +127,11 @@ class ContainerSpec:
     socket; it is bind-mounted at ``/run/pvinit`` and ``NOTIFY_SOCKET`` points
     at it.  ``console_log`` is where the console output goes; liblxc's own log
     is written beside it (``lxc.log``).
+
+    ``cwd`` is the init's working directory inside the container (None: ``/``);
+    ``uid``/``gid``/``groups`` are already-resolved numeric ids the init runs
+    as (None: root, no supplementary groups); names are resolved by the caller
+    (:mod:`pvinit.containers.users`), never here.
     """
 
     name: str
@@ -136,6 +143,10 @@ class ContainerSpec:
     mounts: tuple[BindMount, ...] = ()
     log_size_bytes: int = 1 << 20
     notify_dir: Path | None = None
+    cwd: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_container_name(self.name)
@@ -173,6 +184,32 @@ class ContainerSpec:
             _check_text(value, "environment value", f"{where}: env {key}")
         if not isinstance(self.log_size_bytes, int) or self.log_size_bytes < 4096:
             raise BadInputError("log_size_bytes must be an integer of at least 4096", where=where)
+        self._check_process(where)
+
+    def _check_process(self, where: str) -> None:
+        """The init's working directory and ids must be what liblxc can carry."""
+        object.__setattr__(self, "groups", tuple(self.groups))
+        if self.cwd is not None:
+            if not isinstance(self.cwd, str) or not self.cwd.startswith("/"):
+                raise BadInputError("cwd must be an absolute path", where=f"{where}: cwd")
+            _check_text(self.cwd, "cwd", f"{where}: cwd")
+            if self.cwd != self.cwd.strip():
+                raise BadInputError(
+                    "cwd may not end with blanks, which liblxc strips", where=f"{where}: cwd"
+                )
+        if (self.uid is None) != (self.gid is None):
+            raise BadInputError("uid and gid are given together or not at all", where=where)
+        if self.uid is None and self.groups:
+            raise BadInputError("supplementary groups need a uid and gid", where=where)
+        ids = [("uid", self.uid), ("gid", self.gid), *(("groups", g) for g in self.groups)]
+        for label, value in ids:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+                raise BadInputError(
+                    f"{label} must be an integer id in 0..{MAX_ID}, got {value!r}",
+                    where=f"{where}: {label}",
+                )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ContainerSpec:
@@ -188,6 +225,10 @@ class ContainerSpec:
                 mounts=tuple(BindMount.from_dict(m) for m in data.get("mounts", ())),
                 log_size_bytes=int(data.get("log_size_bytes", 1 << 20)),
                 notify_dir=Path(notify) if notify is not None else None,
+                cwd=data.get("cwd"),
+                uid=data.get("uid"),
+                gid=data.get("gid"),
+                groups=tuple(data.get("groups", ())),
             )
         except KeyError as exc:
             raise BadInputError(f"container spec is missing {exc.args[0]!r}") from None
@@ -203,6 +244,10 @@ class ContainerSpec:
             "mounts": [m.to_dict() for m in self.mounts],
             "log_size_bytes": self.log_size_bytes,
             "notify_dir": str(self.notify_dir) if self.notify_dir is not None else None,
+            "cwd": self.cwd,
+            "uid": self.uid,
+            "gid": self.gid,
+            "groups": list(self.groups),
         }
 
     @property

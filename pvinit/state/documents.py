@@ -30,6 +30,33 @@ CONTAINER_TYPES = frozenset({"lxc"})
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+#: A user or group name in ``user``: the conservative POSIX portable set useradd
+#: accepts (no leading digit or '-', at most 32 characters, optional trailing '$').
+USER_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_.$-]?")
+#: Numeric ids in ``user``: 0 .. 2**32-2 (2**32-1 is the kernel's "no id").
+MAX_ID = 2**32 - 2
+
+
+def split_user(value: str) -> tuple[str, str | None]:
+    """Split run.json ``user`` (``uid``, ``uid:gid``, ``name``, ``name:group``...) in two.
+
+    Each part is a decimal id (0 .. ``MAX_ID``) or a name matching
+    ``USER_NAME_RE``; ids and names may be mixed (``name:gid``, ``uid:group``),
+    as Docker and runc allow.  Raises ValueError saying what is wrong.
+    """
+    user, sep, group = value.partition(":")
+    parts = [("user", user)] + ([("group", group)] if sep else [])
+    for label, part in parts:
+        if part.isascii() and part.isdigit():
+            if int(part) > MAX_ID:
+                raise ValueError(f"{label} id {part} is out of range (0..{MAX_ID})")
+        elif not USER_NAME_RE.fullmatch(part):
+            raise ValueError(
+                f"{value!r} is not uid, uid:gid, name or name:group ({label} {part!r} is "
+                "neither a decimal id nor a name of letters, digits, '_', '.', '-', at most 32)"
+            )
+    return user, (group if sep else None)
+
 
 def _given_field() -> Any:
     """The ``given`` field: which optional fields the input had (not part of equality)."""
@@ -243,8 +270,12 @@ class Container:
     ``status_goal`` / ``restart_policy`` None means "the group's" (see
     :meth:`pvinit.state.model.State.status_goal_of`).  ``root_volume`` and
     ``volumes`` are paths relative to the container's directory.  An empty
-    ``init`` means the image's own ``/sbin/init``.  ``logs`` is kept as the
-    raw object until the log collector defines its fields.
+    ``init`` means the image's own ``/sbin/init``.  ``cwd`` is the init's
+    working directory (absolute, inside the container; None: ``/``) and
+    ``user`` who it runs as (see :func:`split_user`; None: root), both
+    resolved by the supervisor against the container's own root
+    (:mod:`pvinit.containers.users`).  ``logs`` is kept as the raw object
+    until the log collector defines its fields.
     """
 
     name: str
@@ -258,6 +289,8 @@ class Container:
     auto_recovery: AutoRecovery | None = None
     init: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
     lxc: Mapping[str, str] = field(default_factory=dict)
     logs: Mapping[str, Any] | None = None
     roles: tuple[str, ...] = ()
@@ -294,6 +327,21 @@ class Container:
                     "not a valid environment variable (NAME: letters, digits, '_'; no NUL)",
                     where=item_where(r.at("env"), key),
                 )
+        cwd = r.opt_text("cwd")
+        if cwd is not None and (
+            not cwd.startswith("/") or any(ch in cwd for ch in "\x00\n\r") or cwd != cwd.rstrip()
+        ):
+            raise InvalidStateError(
+                f"{cwd!r} is not an absolute path (starting with '/'; no NUL, newline or "
+                "trailing blank, which liblxc would strip)",
+                where=r.at("cwd"),
+            )
+        user = r.opt_text("user")
+        if user is not None:
+            try:
+                split_user(user)
+            except ValueError as error:
+                raise InvalidStateError(str(error), where=r.at("user")) from None
         lxc = r.text_map("lxc")
         for key, value in lxc.items():
             if not key.startswith("lxc.") or "\n" in key or "\n" in value or "\x00" in value:
@@ -317,6 +365,8 @@ class Container:
             auto_recovery=auto_recovery,
             init=init,
             env=env,
+            cwd=cwd,
+            user=user,
             lxc=lxc,
             logs=logs,
             roles=roles,
@@ -342,6 +392,8 @@ class Container:
             out["auto_recovery"] = self.auto_recovery.to_dict()
         put(out, "init", list(self.init), [], self.given)
         put(out, "env", dict(self.env), {}, self.given)
+        put(out, "cwd", self.cwd, None, self.given)
+        put(out, "user", self.user, None, self.given)
         put(out, "lxc", dict(self.lxc), {}, self.given)
         if self.logs is not None:
             out["logs"] = frozen_copy(self.logs)

@@ -37,13 +37,15 @@ from pathlib import Path
 
 from pvinit import durable
 from pvinit.containers.driver import ContainerDriver
+from pvinit.containers.inroot import make_dirs_in_root
 from pvinit.containers.notify import NotifyReceiver
 from pvinit.containers.spec import BindMount, ContainerSpec
+from pvinit.containers.users import Identity, resolve_in_root
 from pvinit.containers.volumes import mount_overlay, mount_squashfs, unmount
 from pvinit.control.paths import MGMT_MOUNT, MGMT_ROLE, SOCKET_DIR
-from pvinit.errors import ObjectNotFoundError, PvError
+from pvinit.errors import BadInputError, ObjectNotFoundError, PvError
 from pvinit.pid1.mounts import plan_unmounts, read_mountinfo
-from pvinit.state.documents import AutoRecovery, Container
+from pvinit.state.documents import AutoRecovery, Container, split_user
 from pvinit.supervisor.status import ContainerReport, ContainerStatus
 from pvinit.trails.install import InstalledRevision
 from pvinit.trails.layout import StorageLayout
@@ -177,6 +179,29 @@ class Runtime:
         scope = storage.persistence if storage is not None else "boot"
         return self.layout.volume_dir(scope, self.revision, unit.name, volume)
 
+    def _process(self, unit: Unit, root: Path) -> Identity | None:
+        """Resolve run.json ``user`` and create ``cwd`` inside the mounted ``root``.
+
+        Both are done in the container's own tree (its passwd and group, its
+        directories; symlinks never leave it), after its overlay is mounted,
+        so a missing ``cwd`` lands in the overlay's upper layer, owned by
+        root with mode 0755 as Docker creates it.
+        """
+        container = unit.container
+        if container.cwd is not None:
+            try:
+                make_dirs_in_root(root, container.cwd)
+            except OSError as error:
+                raise BadInputError(
+                    f"cannot create the working directory {container.cwd!r} in the "
+                    f"container: {error.strerror or error}",
+                    where=unit.name,
+                ) from None
+        if container.user is None:
+            return None
+        user, group = split_user(container.user)
+        return resolve_in_root(root, user, group, where=unit.name)
+
     def prepare(self, unit: Unit) -> ContainerSpec:
         """Mount the container's volumes, bind its notify socket, define it in LXC."""
         container = unit.container
@@ -188,6 +213,7 @@ class Runtime:
         unit.mounts.append(lower)
         mount_overlay([lower], self._persistence(unit, OVERLAY_VOLUME), root)
         unit.mounts.append(root)
+        identity = self._process(unit, root)
         binds: list[BindMount] = []
         for volume in container.volumes:
             label = Path(volume).name.removesuffix(".squashfs")
@@ -224,6 +250,10 @@ class Runtime:
             mounts=tuple(binds),
             log_size_bytes=CONSOLE_LOG_BYTES,
             notify_dir=notify_dir,
+            cwd=container.cwd,
+            uid=identity.uid if identity is not None else None,
+            gid=identity.gid if identity is not None else None,
+            groups=identity.groups if identity is not None else (),
         )
         self.driver.create(spec)
         unit.defined = True

@@ -143,6 +143,16 @@ def test_rendered_config_is_one_line_per_key() -> None:
         ({"env": {"OK": "line\nbreak"}}, "sensor: env OK"),
         ({"console_log": Path("/logs/lxc.log")}, "sensor"),
         ({"log_size_bytes": 10}, "sensor"),
+        ({"cwd": "relative"}, "sensor: cwd"),
+        ({"cwd": "/a\nb"}, "sensor: cwd"),
+        ({"cwd": "/app "}, "sensor: cwd"),
+        ({"uid": 1000}, "sensor"),
+        ({"gid": 1000}, "sensor"),
+        ({"groups": (5,)}, "sensor"),
+        ({"uid": -1, "gid": 0}, "sensor: uid"),
+        ({"uid": 0, "gid": 2**32 - 1}, "sensor: gid"),
+        ({"uid": True, "gid": 0}, "sensor: uid"),
+        ({"uid": 1, "gid": 1, "groups": ("5",)}, "sensor: groups"),
     ],
 )
 def test_bad_specs_are_refused_naming_what_is_wrong(changes: dict[str, object], where: str) -> None:
@@ -157,8 +167,31 @@ def test_bind_mount_targets_must_stay_inside_the_container(target: str) -> None:
         BindMount(Path("/src"), target)
 
 
+def test_process_keys_are_absent_unless_the_spec_sets_them() -> None:
+    config = dict(lxc_config(make_spec()))
+    assert not {"lxc.init.cwd", "lxc.init.uid", "lxc.init.gid", "lxc.init.groups"} & set(config)
+
+
+def test_cwd_and_numeric_ids_become_init_keys_before_extra_keys() -> None:
+    spec = make_spec(cwd="/data/my app", uid=1000, gid=100, groups=(5, 20),
+                     lxc_keys={"lxc.init.gid": "7"})  # fmt: skip
+    lines = lxc_config(spec)
+    config = dict(lines)
+    assert config["lxc.init.cwd"] == "/data/my app"
+    assert config["lxc.init.uid"] == "1000"
+    assert config["lxc.init.groups"] == "5,20"
+    assert values_of(lines, "lxc.init.gid") == ["100", "7"]  # run.json's lxc key wins (last)
+    no_groups = dict(lxc_config(make_spec(uid=0, gid=0)))
+    assert (no_groups["lxc.init.uid"], no_groups["lxc.init.gid"]) == ("0", "0")
+    assert "lxc.init.groups" not in no_groups
+
+
 def test_spec_round_trips_through_dict() -> None:
     spec = make_spec(
+        cwd="/w",
+        uid=1,
+        gid=2,
+        groups=(3,),
         env={"A": "1"},
         lxc_keys={"lxc.cgroup2.memory.max": "64M"},
         mounts=(BindMount(Path("/d"), "/data", readonly=True),),

@@ -19,6 +19,7 @@ from pvinit.errors import (
     NotFoundError,
 )
 from pvinit.state.canonical import canonical_bytes
+from pvinit.state.documents import split_user
 from pvinit.state.model import AutoRecovery, Bsp, Container, DeviceConfig, Group, State
 from tests.unit.state_samples import sample_id, sample_state_dict
 
@@ -95,6 +96,47 @@ def test_typed_documents_reproduce_their_input_dicts() -> None:
         assert Container.from_dict(d[key], where=key).to_dict() == d[key]
     assert DeviceConfig.from_dict(d["device.json"], where="d").to_dict() == d["device.json"]
     assert Bsp.from_dict(d["bsp/run.json"], where="b").to_dict() == d["bsp/run.json"]
+
+
+def test_cwd_and_user_are_typed_fields_that_round_trip() -> None:
+    d = sample_state_dict()
+    d["sensor/run.json"].update(cwd="/data/app", user="nobody:nogroup")
+    state = State.from_dict(d)
+    sensor = state.containers["sensor"]
+    assert (sensor.cwd, sensor.user) == ("/data/app", "nobody:nogroup")
+    assert "cwd" not in sensor.extra and "user" not in sensor.extra
+    assert state.to_dict() == d
+    assert state.canonical_bytes() == canonical_bytes(d)
+    built = Container(name="a", root_volume="r", group="g", cwd="/w", user="1000")
+    assert built.to_dict() == {"name": "a", "root-volume": "r", "group": "g", "cwd": "/w",
+                               "user": "1000"}  # fmt: skip
+    plain = Container(name="a", root_volume="r", group="g").to_dict()
+    assert "cwd" not in plain and "user" not in plain
+
+
+@pytest.mark.parametrize(
+    ("value", "parts"),
+    [
+        ("0", ("0", None)),
+        ("1000:1000", ("1000", "1000")),
+        ("nobody", ("nobody", None)),
+        ("www-data:www-data", ("www-data", "www-data")),
+        ("app:0", ("app", "0")),
+        ("4294967294", ("4294967294", None)),
+        ("_svc.x-1$", ("_svc.x-1$", None)),
+        ("a" * 32, ("a" * 32, None)),
+    ],
+)
+def test_user_accepts_ids_names_and_pairs(value: str, parts: tuple[str, str | None]) -> None:
+    assert split_user(value) == parts
+
+
+def test_a_bad_user_error_says_what_the_forms_are() -> None:
+    d = sample_state_dict()
+    d["sensor/run.json"]["user"] = "1000:"
+    with pytest.raises(InvalidStateError) as info:
+        State.from_dict(d)
+    assert str(info.value).startswith("state.json:sensor/run.json#user: '1000:' is not uid")
 
 
 def test_optional_field_given_with_its_default_is_written_back() -> None:
@@ -392,6 +434,23 @@ BAD_INPUTS: list[tuple[str, Callable[[dict[str, Any]], None], type[BadInputError
         InvalidStateError,
         "state.json:mgmt/run.json#roles",
     ),
+    ("cwd relative", _field(SENSOR, "cwd", "app"), InvalidStateError, f"{S}#cwd"),
+    ("cwd with newline", _field(SENSOR, "cwd", "/app\nx"), InvalidStateError, f"{S}#cwd"),
+    ("cwd with NUL", _field(SENSOR, "cwd", "/app\x00"), InvalidStateError, f"{S}#cwd"),
+    ("cwd trailing blank", _field(SENSOR, "cwd", "/app "), InvalidStateError, f"{S}#cwd"),
+    ("cwd empty", _field(SENSOR, "cwd", ""), InvalidStateError, f"{S}#cwd"),
+    ("cwd not text", _field(SENSOR, "cwd", ["/app"]), InvalidStateError, f"{S}#cwd"),
+    ("user not text", _field(SENSOR, "user", 1000), InvalidStateError, f"{S}#user"),
+    ("user empty", _field(SENSOR, "user", ""), InvalidStateError, f"{S}#user"),
+    ("user name bad", _field(SENSOR, "user", "-rf"), InvalidStateError, f"{S}#user"),
+    ("user name blank", _field(SENSOR, "user", "app user"), InvalidStateError, f"{S}#user"),
+    ("user name too long", _field(SENSOR, "user", "a" * 33), InvalidStateError, f"{S}#user"),
+    ("user id too big", _field(SENSOR, "user", "4294967295"), InvalidStateError, f"{S}#user"),
+    ("user id negative", _field(SENSOR, "user", "-1"), InvalidStateError, f"{S}#user"),
+    ("user group empty", _field(SENSOR, "user", "1000:"), InvalidStateError, f"{S}#user"),
+    ("user user empty", _field(SENSOR, "user", ":1000"), InvalidStateError, f"{S}#user"),
+    ("user three parts", _field(SENSOR, "user", "a:b:c"), InvalidStateError, f"{S}#user"),
+    ("gid too big", _field(SENSOR, "user", "0:99999999999"), InvalidStateError, f"{S}#user"),
     (
         "container named other",
         _set("other/run.json", {"name": "other", "root-volume": "r", "group": "app"}),
