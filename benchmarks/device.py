@@ -1,0 +1,462 @@
+"""A dev-mode pvinit device for the benchmarks: launch, wait for goals, measure, power off.
+
+Shared by the ``boot``, ``footprint`` and scale sections.  A device is
+``pvinit --storage DIR [--factory BUNDLE]``: the launcher (outside) starts
+``unshare --pid --mount --fork --kill-child``, whose child is pvinit's PID 1
+in a fresh PID + mount namespace; PID 1 forks the supervisor, which runs the
+containers under LXC (one ``[lxc monitor]`` process per container, forked
+from the supervisor by liblxc).  Everything here reads the device from the
+host through ``/proc``, the way a field technician's tools would, and never
+changes it.
+
+Typical use::
+
+    byte_compile(REPO, python)                     # once, as on a device image
+    with running_device(storage, factory=bundle, pvinit=ctx.tool("pvinit")) as dev:
+        boot = wait_for_goals(dev)                 # BootTiming: seconds, pid1_to_goals_s, ...
+        memory = dev.memory()                      # [ProcessMemory] of PID 1, supervisor, monitors
+    # powered off in order here, even when the block raised
+
+Needs root (namespaces, loop mounts, LXC).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.context import REPO
+from pvinit.cli.pvinit import find_dev_pid1, status_path
+from pvinit.errors import PvError
+from pvinit.supervisor.status import StatusDocument, read_status
+
+#: Longest boot we wait for before calling it a failure (a guard, not a goal).
+BOOT_TIMEOUT = 180.0
+#: Seconds the launcher gets to power the device off in order before we kill it.
+STOP_TIMEOUT = 60.0
+#: Interval of the goal poll: short enough for 10 ms boot-time resolution, cheap
+#: because the status file is only parsed when its stat changed.
+POLL_INTERVAL = 0.01
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+#: Process roles :func:`classify_namespace` gives.
+ROLE_PID1 = "pid1"
+ROLE_SUPERVISOR = "supervisor"
+ROLE_PYTHON = "python"  # another pvinit Python process (none today)
+ROLE_MONITOR = "lxc-monitor"
+ROLE_OTHER = "other"
+#: pvinit's own interpreters: what its idle-memory goal counts.
+PVINIT_ROLES = frozenset({ROLE_PID1, ROLE_SUPERVISOR, ROLE_PYTHON})
+
+
+# --- /proc readers --------------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (its main thread's list; empty when it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(word) for word in text.split()]
+
+
+def command_of(pid: int) -> str:
+    """``pid``'s command line, words joined by spaces ("" when it is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def _exe(pid: int) -> str:
+    try:
+        return str(Path(f"/proc/{pid}/exe").readlink())
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name (field 3 is index 0)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float | None:
+    """CPU time ``pid`` used so far (utime + stime, seconds); None when it is gone.
+
+    ``reaped_children`` adds cutime + cstime: the CPU of children it already
+    waited for (e.g. the supervisor's short-lived helper processes).
+    """
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / _CLK_TCK
+
+
+def start_boottime(pid: int) -> float | None:
+    """When ``pid`` was forked, on the ``CLOCK_BOOTTIME`` clock (10 ms resolution)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return int(fields[19]) / _CLK_TCK  # starttime (field 22)
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process's memory from ``/proc/<pid>/smaps_rollup``, in KiB."""
+
+    pid: int
+    role: str
+    command: str
+    pss_kb: int
+    rss_kb: int
+
+
+def memory_of(pid: int, role: str) -> ProcessMemory | None:
+    """PSS and RSS of ``pid`` (None when it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("Rss:", "Pss:"):
+            values[words[0]] = int(words[1])
+    return ProcessMemory(pid, role, command_of(pid), values.get("Pss:", 0), values.get("Rss:", 0))
+
+
+def sum_mb(items: Sequence[ProcessMemory], what: str = "pss") -> float:
+    """Sum of the ``pss`` or ``rss`` of ``items`` in MiB, 2 decimals."""
+    total = sum(item.pss_kb if what == "pss" else item.rss_kb for item in items)
+    return round(total / 1024, 2)
+
+
+def classify_namespace(init_pid: int) -> list[tuple[int, str]]:
+    """(pid, role) of PID 1 and its descendants, not descending into containers.
+
+    Roles: ``pid1``; ``supervisor`` (a Python child of PID 1, or a Python
+    process whose command names ``supervisor``) or ``python`` (any other of
+    pvinit's interpreters);
+    ``lxc-monitor`` (liblxc's per-container monitor; its children are the
+    container, which pvinit does not own); ``other`` (helpers such as a
+    ``mount`` in flight).
+    """
+    found = [(init_pid, ROLE_PID1)]
+    direct = set(children(init_pid))
+    todo = list(direct)
+    while todo:
+        pid = todo.pop()
+        command = command_of(pid)
+        if command.startswith("[lxc monitor]"):
+            found.append((pid, ROLE_MONITOR))
+            continue
+        if "python" in Path(_exe(pid)).name:
+            # The supervisor is PID 1's Python child: exec'd (``-m pvinit.supervisor``)
+            # or a fork titled ``pvinit.supervisor``; an untitled fork shows PID 1's
+            # command line, so being PID 1's direct child is enough.
+            supervisor = "supervisor" in command or pid in direct
+            found.append((pid, ROLE_SUPERVISOR if supervisor else ROLE_PYTHON))
+        else:
+            found.append((pid, ROLE_OTHER))
+        todo.extend(children(pid))
+    return found
+
+
+def monitors_under(lxcpath: Path) -> list[ProcessMemory]:
+    """Memory of every ``[lxc monitor]`` of containers in ``lxcpath`` (the host-side reference)."""
+    prefix = f"[lxc monitor] {lxcpath} "
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and command_of(int(entry.name)).startswith(prefix):
+            memory = memory_of(int(entry.name), ROLE_MONITOR)
+            if memory is not None:
+                found.append(memory)
+    return found
+
+
+# --- mounts and scratch ------------------------------------------------------------------
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points at or below ``root`` in this mount namespace."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == str(root) or point.startswith(f"{root}/"):
+            points.append(point)
+    return points
+
+
+def unmount_under(root: Path) -> None:
+    """Unmount everything below ``root``, deepest first (lazily when busy)."""
+    for point in sorted(mounts_under(root), key=len, reverse=True):
+        if subprocess.run(["umount", point], capture_output=True, check=False).returncode:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a scratch tree, never crossing into a mount that is still there."""
+    if not path.exists():
+        return
+    unmount_under(path)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True,
+                   check=False)
+
+
+def byte_compile(repo: Path = REPO, python: Path | str = sys.executable) -> None:
+    """Byte-compile ``pvinit/`` first, as a device image is (``images/vm/build``).
+
+    Without ``.pyc`` files (``PYTHONDONTWRITEBYTECODE=1``, a read-only tree)
+    every interpreter compiles each module it imports from source on every
+    boot: ~10 ms more for PID 1, ~30 ms more for the supervisor, and more
+    memory.  A benchmark of a device must not pay what a device does not.
+    """
+    subprocess.run([str(python), "-m", "compileall", "-q", str(repo / "pvinit")],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+# --- the device ----------------------------------------------------------------------------
+
+
+@dataclass
+class Device:
+    """A running ``pvinit --storage`` launcher and what was found of its namespace."""
+
+    launcher: subprocess.Popen[bytes]
+    storage: Path
+    #: ``time.monotonic()`` just before the launcher was started.
+    launched: float
+    log: Path | None = None
+    unshare_pid: int | None = None
+    init_pid: int | None = None
+    _status_key: tuple[int, int, int] | None = field(default=None, repr=False)
+    _status: StatusDocument | None = field(default=None, repr=False)
+
+    def find_init(self) -> int | None:
+        """Host pid of the namespace's PID 1 (launcher -> unshare -> PID 1), once it exists."""
+        if self.init_pid is not None and Path(f"/proc/{self.init_pid}").exists():
+            return self.init_pid
+        self.init_pid = None
+        outer = children(self.launcher.pid)
+        if outer:
+            self.unshare_pid = outer[0]
+            inner = children(outer[0])
+            self.init_pid = inner[0] if inner else None
+        if self.init_pid is None and outer:
+            # A launcher that nests differently: find PID 1 by its command line.
+            self.init_pid = find_dev_pid1(self.storage)
+        return self.init_pid
+
+    def status(self) -> StatusDocument | None:
+        """The device's status document (None before the supervisor wrote one).
+
+        Parsed again only when the file's (inode, size, mtime) changed, so
+        polling it every 10 ms costs a ``stat`` and not a JSON parse.
+        """
+        init_pid = self.find_init()
+        if init_pid is None:
+            return None
+        path = status_path(init_pid, self.storage)
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if key != self._status_key:
+            try:
+                self._status = read_status(path)
+            except (PvError, OSError):
+                return self._status
+            self._status_key = key
+        return self._status
+
+    def processes(self) -> list[tuple[int, str]]:
+        """(pid, role) of the namespace's processes (:func:`classify_namespace`)."""
+        init_pid = self.find_init()
+        return classify_namespace(init_pid) if init_pid is not None else []
+
+    def memory(self) -> list[ProcessMemory]:
+        """PSS/RSS of the namespace's processes (containers excluded), launcher and unshare."""
+        found = [memory_of(pid, role) for pid, role in self.processes()]
+        found.append(memory_of(self.launcher.pid, "launcher"))
+        if self.unshare_pid is not None:
+            found.append(memory_of(self.unshare_pid, "unshare"))
+        return [m for m in found if m is not None]
+
+    def pids(self, role: str) -> list[int]:
+        """Pids of the namespace's processes with ``role`` (e.g. ``supervisor``)."""
+        return [pid for pid, found in self.processes() if found == role]
+
+
+def launch(
+    storage: Path,
+    *,
+    factory: Path | None = None,
+    log: Path | None = None,
+    pvinit: str | None = None,
+    args: Sequence[str] = (),
+) -> Device:
+    """Start ``pvinit --storage STORAGE [--factory FACTORY] [ARGS]`` in the background.
+
+    ``pvinit`` is the launcher command (default: the one beside this
+    interpreter, i.e. the venv's, as ``ctx.tool("pvinit")`` gives).  Its
+    output goes to ``log`` (appended) or is dropped.  A status-print
+    interval of an hour keeps the launcher's table printer quiet: it would
+    otherwise parse the status every second beside the measurement.
+    """
+    command = [pvinit or str(Path(sys.executable).parent / "pvinit"),
+               "--storage", str(storage), "--status-interval", "3600"]
+    if factory is not None:
+        command += ["--factory", str(factory)]
+    command += list(args)
+    storage.mkdir(parents=True, exist_ok=True)
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    launched = time.monotonic()
+    try:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    finally:
+        if not isinstance(out, int):
+            out.close()
+    return Device(proc, storage, launched, log)
+
+
+@dataclass(frozen=True)
+class BootTiming:
+    """How long a boot took to reach every status goal, and where the time went.
+
+    ``seconds``: from launching the dev launcher to all goals (includes the
+    launcher's own start-up, which a device does not have).
+    ``pid1_to_goals_s``: from PID 1's fork (``/proc/<pid>/stat`` starttime,
+    10 ms resolution) to all goals: what a device's boot after the kernel
+    hands over costs.  ``timeline``: seconds since launch of the first time
+    PID 1 was seen, each supervisor phase and each container status.
+    """
+
+    seconds: float
+    pid1_to_goals_s: float | None
+    timeline: dict[str, float]
+
+
+def all_at_goal(document: StatusDocument, ignore: Collection[str] = ()) -> bool:
+    """Every container (but ``ignore``) at its status goal."""
+    counted = [c for c in document.containers if c.name not in ignore]
+    return bool(counted) and all(c.goal_reached for c in counted)
+
+
+def wait_for_goals(
+    device: Device,
+    *,
+    timeout: float = BOOT_TIMEOUT,
+    ignore: Collection[str] = (),
+    since: float | None = None,
+) -> BootTiming:
+    """Wait until every container but ``ignore`` is at its status goal.
+
+    ``since`` (a ``time.monotonic()``) is where the clock starts (default:
+    the launch).  Raises RuntimeError when the launcher ends first or after
+    ``timeout`` seconds, naming who was late.  ``ignore`` is for a container
+    that never settles (a crash-looping app).
+    """
+    started = device.launched if since is None else since
+    deadline = started + timeout
+    timeline: dict[str, float] = {}
+    document: StatusDocument | None = None
+
+    def mark(event: str, at: float) -> None:
+        timeline.setdefault(event, round(at - started, 3))
+
+    while True:
+        now = time.monotonic()
+        if device.launcher.poll() is not None:
+            raise RuntimeError(f"pvinit ended before all goals (exit {device.launcher.returncode})"
+                               + (f"; log: {device.log}" if device.log else ""))
+        init_pid = device.find_init()
+        if init_pid is not None:
+            mark("pid1 found", now)
+            document = device.status()
+            if document is not None:
+                mark(f"status {document.phase.value}", now)
+                for report in document.containers:
+                    mark(f"{report.name} {report.status.value}", now)
+                if all_at_goal(document, ignore):
+                    break
+        if now >= deadline:
+            late = [c.name for c in document.containers if not c.goal_reached] if document else []
+            raise RuntimeError(f"pvinit did not reach every goal in {timeout:.0f}s"
+                               + (f" (late: {', '.join(late)})" if late else ""))
+        time.sleep(POLL_INTERVAL)
+    seconds = now - started
+    pid1_to_goals = None
+    forked = start_boottime(init_pid) if init_pid is not None else None
+    if forked is not None:
+        # now (monotonic) -> boottime: the two clocks differ by the time suspended only.
+        goals_boottime = time.clock_gettime(time.CLOCK_BOOTTIME) - (time.monotonic() - now)
+        pid1_to_goals = round(max(0.0, goals_boottime - forked), 3)
+    return BootTiming(round(seconds, 3), pid1_to_goals, timeline)
+
+
+def power_off(device: Device, timeout: float = STOP_TIMEOUT) -> float:
+    """Orderly power-off: SIGINT to the launcher (it asks PID 1); returns the seconds it took.
+
+    When the device hangs for ``timeout`` seconds, ``unshare`` is killed
+    (``--kill-child`` takes PID 1, its namespace and its mounts down) and then
+    the launcher; a message on stderr says so.
+    """
+    started = time.monotonic()
+    if device.launcher.poll() is None:
+        device.launcher.send_signal(signal.SIGINT)
+    try:
+        device.launcher.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        sys.stderr.write(f"bench: pvinit on {device.storage} did not power off: killing it\n")
+        if device.unshare_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(device.unshare_pid, signal.SIGKILL)
+        device.launcher.kill()
+        device.launcher.wait()
+    return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def running_device(
+    storage: Path,
+    *,
+    factory: Path | None = None,
+    log: Path | None = None,
+    pvinit: str | None = None,
+    args: Sequence[str] = (),
+) -> Iterator[Device]:
+    """:func:`launch` a device and always :func:`power_off` it when the block ends."""
+    device = launch(storage, factory=factory, log=log, pvinit=pvinit, args=args)
+    try:
+        yield device
+    finally:
+        power_off(device)
+
+
+def wipe_storage(storage: Path) -> None:
+    """Make ``storage`` blank again (the next boot with ``--factory`` is a fresh install)."""
+    remove_tree(storage)
+
+
+def tool_path(python: Path, name: str) -> str:
+    """A venv command beside ``python`` (as :meth:`Context.tool`), or on PATH."""
+    beside = python.parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
