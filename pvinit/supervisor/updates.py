@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pvinit import durable
-from pvinit.boot.env import BootEnv, open_boot_env
 from pvinit.errors import PvError, TransportError
 from pvinit.supervisor.inbox import (
     FALLBACK_SCAN,
@@ -43,6 +42,7 @@ from pvinit.supervisor.inbox import (
 )
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
+from pvinit.update.bootloader import open_device_bootenv
 from pvinit.update.bootplan import BootFacts, BootPlan, plan_boot
 from pvinit.update.journal import list_journals, read_journal, write_journal
 from pvinit.update.machine import UpdateState
@@ -78,14 +78,6 @@ class Health:
     """Restart count of each container since it was created."""
     unstable_until: float
     """Monotonic time when the last container's stable_timeout is met (0: none)."""
-
-
-def open_device_bootenv(layout: StorageLayout, settings: DeviceSettings) -> BootEnv:
-    path = Path(settings.bootenv_path)
-    if not path.is_absolute():
-        path = layout.root / path
-    durable.makedirs(path.parent)
-    return open_boot_env(settings.bootenv_kind, path, **dict(settings.bootenv_options))
 
 
 class UpdateWorker(threading.Thread):

@@ -3,22 +3,8 @@
 See :mod:`pvinit.trails.layout` for the directory layout,
 :mod:`pvinit.trails.refs` for the compare-and-swap pointers and
 :mod:`pvinit.trails.install` for putting a revision (or a bundle) in place.
+
+Nothing is re-exported here: the dev launcher (playing the bootloader) needs
+only :mod:`~pvinit.trails.layout`, and an eager import of ``install`` would
+load signing, the state model and the object store into it (~14 ms).
 """
-
-from __future__ import annotations
-
-from pvinit.trails.install import InstalledRevision, install_bundle, install_revision, load_trail
-from pvinit.trails.layout import PERSISTENCE_SCOPES, StorageLayout
-from pvinit.trails.refs import REF_NAMES, move_ref, read_ref
-
-__all__ = [
-    "PERSISTENCE_SCOPES",
-    "REF_NAMES",
-    "InstalledRevision",
-    "StorageLayout",
-    "install_bundle",
-    "install_revision",
-    "load_trail",
-    "move_ref",
-    "read_ref",
-]

@@ -12,16 +12,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pvinit import durable
+from pvinit.boot.env import BootEnv, open_boot_env
 from pvinit.boot.rule import choose_boot
 from pvinit.errors import PvError
 from pvinit.trails.layout import StorageLayout
-from pvinit.update.settings import load_settings
+from pvinit.update.settings import DeviceSettings, load_settings
+
+
+def open_device_bootenv(layout: StorageLayout, settings: DeviceSettings) -> BootEnv:
+    """The device's boot environment, where and as its settings say (relative to storage)."""
+    path = Path(settings.bootenv_path)
+    if not path.is_absolute():
+        path = layout.root / path
+    durable.makedirs(path.parent)
+    return open_boot_env(settings.bootenv_kind, path, **dict(settings.bootenv_options))
 
 
 def dev_choose_boot(storage: Path) -> dict[str, str]:
     """Pick the revision to boot from ``storage``'s boot environment; returns PID 1's env words."""
-    from pvinit.supervisor.updates import open_device_bootenv
-
     layout = StorageLayout(storage)
     try:
         env = open_device_bootenv(layout, load_settings(layout))

@@ -115,7 +115,7 @@ def test_settings_refuse_bad_values_naming_the_field() -> None:
 
 def test_uboot_options_in_settings_reach_the_backend(tmp_path: Path) -> None:
     from pvinit.boot.uboot import UBootEnv
-    from pvinit.supervisor.updates import open_device_bootenv
+    from pvinit.update.bootloader import open_device_bootenv
 
     settings = DeviceSettings.from_dict(
         {"bootenv": {"kind": "uboot", "path": "boot/u.env", "size": 8192, "defaults": {}}},
