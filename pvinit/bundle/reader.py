@@ -16,7 +16,6 @@ and one of decompressed data, and a zstd window of at most ``MAX_WINDOW``.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +78,7 @@ class _FrameSource:
         return data
 
 
-class _ObjectStream(io.RawIOBase):
+class _ObjectStream(FrameReader):
     """The decompressed bytes of one frame, checked against its entry as they flow.
 
     Raises BundleFormatError for a frame zstd cannot decode and
@@ -89,7 +88,6 @@ class _ObjectStream(io.RawIOBase):
     """
 
     def __init__(self, fd: int, entry: BundleEntry, offset: int, where: str) -> None:
-        super().__init__()
         self._entry = entry
         self._offset = offset
         self._where = where
@@ -101,24 +99,16 @@ class _ObjectStream(io.RawIOBase):
             return BundleFormatError(f"{self._culprit()}: corrupt zstd data: {error}",
                                      where=where)
 
-        self._reader = FrameReader(cast(BinaryIO, _FrameSource(fd, offset, entry.zsize)),
-                                   max_window=MAX_WINDOW, chunk=CHUNK, on_error=fault)
+        super().__init__(cast(BinaryIO, _FrameSource(fd, offset, entry.zsize)),
+                         max_window=MAX_WINDOW, chunk=CHUNK, on_error=fault)
 
     def _culprit(self) -> str:
         return f"object {self._entry.object_id} (frame at byte offset {self._offset})"
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
     def read(self, size: int | None = -1) -> bytes:
         if self._done:
             return b""
-        data = self._reader.read(size)
+        data = super().read(size)
         self._out += len(data)
         if self._out > self._entry.size:
             raise IntegrityError(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pvinit.cli.pvinit import status_path
+from pvinit.cli.pvinit import find_dev_pid1, status_path
 from pvinit.pid1.record import read_record
 from pvinit.supervisor.status import StatusDocument, read_status
 from tests.integration.test_containers_support import pvnotify_binary
@@ -29,21 +29,6 @@ __all__ = ["device", "pvnotify_binary", "supervisor_image"]  # fixtures used by 
 
 pytest.importorskip("pvinit.containers.lxc_driver", reason="needs python-lxc")
 pytestmark = pytest.mark.root
-
-
-def pid1_of(storage: Path) -> int | None:
-    """Host pid of the namespace's PID 1 booted on ``storage``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            words = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        is_pid1 = b"pvinit.pid1" in words and b"unshare" not in words[0]
-        if is_pid1 and str(storage).encode() in words:
-            return int(entry.name)
-    return None
 
 
 def check_supervisor_is_a_clean_fork(pid1: int) -> None:
@@ -93,7 +78,7 @@ def test_pvinit_boots_every_container_to_its_goal_and_powers_off_in_order(
         deadline = time.monotonic() + 60
         doc: StatusDocument | None = None
         while time.monotonic() < deadline and proc.poll() is None:
-            pid = pid1_of(device.storage)
+            pid = find_dev_pid1(device.storage)
             if pid is not None:
                 try:
                     doc = read_status(status_path(pid, device.storage))
