@@ -32,12 +32,17 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import NamedTuple, NoReturn
 
-from pvinit.pid1 import mounts, syscalls
+from pvinit.pid1 import SlotsRecord, mounts, syscalls
 from pvinit.pid1.console import Console
 from pvinit.pid1.record import Action, ShutdownRecord, write_record
 from pvinit.pid1.watchdog import Watchdog
+
+# PID 1 does not import typing (with re ~1 MiB of its heap for life, see SlotsRecord): this
+# TYPE_CHECKING is a plain constant, which mypy takes as true like typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def interpreter_flags() -> tuple[str, ...]:
@@ -202,7 +207,7 @@ def fork_supervisor(env: dict[str, str]) -> int:
 
     A fresh ``python3 -m pvinit.supervisor`` would start a new interpreter
     and import again what PID 1 already holds (the interpreter's own start,
-    ``os``, ``typing``, ``ctypes``, ...): ~15-20 ms on every boot, and ~2 MiB
+    ``os``, ``enum``, ``ctypes``, ...): ~15-20 ms on every boot, and ~1.7 MiB
     of heap that a fork shares with PID 1 copy-on-write (``gc.freeze`` keeps
     the collector from touching, and so copying, those inherited objects).
     The child starts as an exec'd supervisor would: its own session, an
@@ -248,25 +253,41 @@ def fork_supervisor(env: dict[str, str]) -> int:
         os._exit(code)
 
 
-class Pid1Config(NamedTuple):
+class Pid1Config(SlotsRecord):
     """How this PID 1 runs; dev mode is PID 1 of a namespace on a developer's machine.
 
-    A NamedTuple rather than a dataclass, as everything PID 1 imports:
-    ``dataclasses`` pulls in ``inspect`` and ``ast`` (~1.8 MiB for PID 1's
-    whole life, ~10 ms at every boot) for five small records.
+    A :class:`~pvinit.pid1.SlotsRecord` rather than a dataclass, as every
+    record PID 1 holds: ``dataclasses`` pulls in ``inspect`` and ``ast``
+    (~1.8 MiB for PID 1's whole life, ~10 ms at every boot) for five small
+    records, and ``typing.NamedTuple`` pulls in ``typing`` and ``re``.
     """
 
-    storage: str = DEFAULT_STORAGE
-    """Absolute path of the storage dir (a str: PID 1 does not import ``pathlib``)."""
-    dev: bool = False
-    supervisor_argv: tuple[str, ...] = DEFAULT_SUPERVISOR
-    stop_grace: float = 10.0
-    """Seconds the supervisor gets after SIGTERM to stop its containers."""
-    kill_grace: float = 3.0
-    """Seconds everyone else gets between SIGTERM and SIGKILL."""
-    watchdog_path: str | None = "/dev/watchdog"
-    tick: float = 5.0
-    """Longest wait for a signal; the watchdog interval shortens it."""
+    __slots__ = (  # noqa: RUF023 - constructor order
+        "storage", "dev", "supervisor_argv", "stop_grace", "kill_grace", "watchdog_path", "tick",
+    )  # fmt: skip
+
+    def __init__(  # keyword-only, as PID 1 builds it
+        self,
+        *,
+        storage: str = DEFAULT_STORAGE,
+        dev: bool = False,
+        supervisor_argv: tuple[str, ...] = DEFAULT_SUPERVISOR,
+        stop_grace: float = 10.0,
+        kill_grace: float = 3.0,
+        watchdog_path: str | None = "/dev/watchdog",
+        tick: float = 5.0,
+    ) -> None:
+        self.storage = storage
+        """Absolute path of the storage dir (a str: PID 1 does not import ``pathlib``)."""
+        self.dev = dev
+        self.supervisor_argv = supervisor_argv
+        self.stop_grace = stop_grace
+        """Seconds the supervisor gets after SIGTERM to stop its containers."""
+        self.kill_grace = kill_grace
+        """Seconds everyone else gets between SIGTERM and SIGKILL."""
+        self.watchdog_path = watchdog_path
+        self.tick = tick
+        """Longest wait for a signal; the watchdog interval shortens it."""
 
 
 #: PID 1's options: name -> takes a value.  Parsed by hand, not with argparse

@@ -27,10 +27,9 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
 
 from pvinit.errors import RefusedError
-from pvinit.pid1 import syscalls
+from pvinit.pid1 import SlotsRecord, syscalls
 from pvinit.pid1.syscalls import (
     MNT_DETACH,
     MS_NODEV,
@@ -56,14 +55,19 @@ API_FSTYPES = frozenset(
 """Kernel interface filesystems: not unmounted at shutdown, nothing to flush in them."""
 
 
-class MountSpec(NamedTuple):
+class MountSpec(SlotsRecord):
     """One mount PID 1 wants to exist; ``target`` is absolute within the root."""
 
-    target: str
-    fstype: str
-    source: str
-    flags: int = 0
-    data: str | None = None
+    __slots__ = ("target", "fstype", "source", "flags", "data")  # noqa: RUF023 - constructor order
+
+    def __init__(
+        self, target: str, fstype: str, source: str, flags: int = 0, data: str | None = None
+    ) -> None:
+        self.target = target
+        self.fstype = fstype
+        self.source = source
+        self.flags = flags
+        self.data = data
 
 
 BASE_MOUNTS: tuple[MountSpec, ...] = (
@@ -78,22 +82,35 @@ BASE_MOUNTS: tuple[MountSpec, ...] = (
 """What a device needs before the supervisor starts, parents before children."""
 
 
-class MountEntry(NamedTuple):
+class MountEntry(SlotsRecord):
     """One line of /proc/self/mountinfo (the fields PID 1 uses)."""
 
-    mount_id: int
-    parent_id: int
-    mount_point: str
-    fstype: str
-    source: str
+    __slots__ = ("mount_id", "parent_id", "mount_point", "fstype", "source")  # noqa: RUF023 - constructor order
+
+    def __init__(
+        self, mount_id: int, parent_id: int, mount_point: str, fstype: str, source: str
+    ) -> None:
+        self.mount_id = mount_id
+        self.parent_id = parent_id
+        self.mount_point = mount_point
+        self.fstype = fstype
+        self.source = source
 
 
-class MountReport(NamedTuple):
+class MountReport(SlotsRecord):
     """What :func:`mount_basics` did: targets mounted, already there, or failed (errno text)."""
 
-    mounted: tuple[str, ...] = ()
-    present: tuple[str, ...] = ()
-    failed: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("mounted", "present", "failed")  # noqa: RUF023 - constructor order
+
+    def __init__(
+        self,
+        mounted: tuple[str, ...] = (),
+        present: tuple[str, ...] = (),
+        failed: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.mounted = mounted
+        self.present = present
+        self.failed = failed
 
 
 def _unescape(field: str) -> str:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import TYPE_CHECKING, NamedTuple
 
 from pvinit.errors import BadInputError
+from pvinit.pid1 import SlotsRecord
 
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (see SlotsRecord)
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -37,13 +38,16 @@ class Action(enum.Enum):
     POWEROFF = "poweroff"
 
 
-class ShutdownRecord(NamedTuple):
-    """Why a boot ended (a NamedTuple: PID 1 does not import ``dataclasses``)."""
+class ShutdownRecord(SlotsRecord):
+    """Why a boot ended (a SlotsRecord: PID 1 imports neither ``dataclasses`` nor ``typing``)."""
 
-    action: Action
-    reason: str
-    boot_id: str = ""
-    time: float = 0.0
+    __slots__ = ("action", "reason", "boot_id", "time")  # noqa: RUF023 - constructor order
+
+    def __init__(self, action: Action, reason: str, boot_id: str = "", time: float = 0.0) -> None:
+        self.action = action
+        self.reason = reason
+        self.boot_id = boot_id
+        self.time = time
 
     def to_dict(self) -> dict[str, str]:
         return {
