@@ -15,7 +15,7 @@ pidfd), so a select/poll loop wakes up at once without polling; then
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pvinit.containers.spec import ContainerSpec
 from pvinit.errors import PvError
@@ -40,11 +40,17 @@ class ContainerDriver(abc.ABC):
         runs, ExternalToolError with the runtime's reason when it fails to start.
         """
 
-    def start_all(self, names: Sequence[str]) -> dict[str, int | PvError | OSError]:
+    def start_all(
+        self, names: Sequence[str], meanwhile: Callable[[], None] | None = None
+    ) -> dict[str, int | PvError | OSError]:
         """Start a group's containers together: each name -> its init pid, or why it failed.
 
-        One container failing does not stop the others.  This default starts
-        them one by one; a runtime whose start has a long set-up (LXC) overlaps them.
+        One container failing does not stop the others.  ``meanwhile`` is work
+        the caller wants done while the containers set up (the supervisor
+        mounts the next group's volumes there); it is called once, after every
+        start has begun.  This default starts them one by one; a runtime whose
+        start has a long set-up (LXC) overlaps them and runs ``meanwhile`` in
+        that wait.
         """
         results: dict[str, int | PvError | OSError] = {}
         for name in names:
@@ -52,6 +58,8 @@ class ContainerDriver(abc.ABC):
                 results[name] = self.start(name)
             except (PvError, OSError) as error:
                 results[name] = error
+        if meanwhile is not None:
+            meanwhile()
         return results
 
     @abc.abstractmethod

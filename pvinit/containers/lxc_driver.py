@@ -48,7 +48,7 @@ import select
 import shutil
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,12 +275,15 @@ class LxcDriver(ContainerDriver):
     def start(self, name: str) -> int:
         return self._finish_start(name, self._begin_start(name))
 
-    def start_all(self, names: Sequence[str]) -> dict[str, int | PvError | OSError]:
+    def start_all(
+        self, names: Sequence[str], meanwhile: Callable[[], None] | None = None
+    ) -> dict[str, int | PvError | OSError]:
         """Start every ``lxc-start -d`` first, then wait for each: a group starts together.
 
         Each ``lxc-start`` takes tens of milliseconds to set up its container
         (namespaces, mounts, cgroups); run one after the other they add up,
         run together they overlap (liblxc locks per container, not per path).
+        ``meanwhile`` runs while they do, before the first wait.
         """
         results: dict[str, int | PvError | OSError] = {}
         begun: dict[str, _Starting] = {}
@@ -289,6 +292,8 @@ class LxcDriver(ContainerDriver):
                 begun[name] = self._begin_start(name)
             except (PvError, OSError) as error:
                 results[name] = error
+        if meanwhile is not None:
+            meanwhile()
         for name, starting in begun.items():
             try:
                 results[name] = self._finish_start(name, starting)

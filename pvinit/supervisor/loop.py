@@ -397,12 +397,12 @@ class Supervisor:
         self.log(f"{unit.name}: FAILED: {unit.reason}")
         self.publish()
 
-    def _start_group(self, run: GroupRun) -> None:
+    def _prepare_group(self, run: GroupRun) -> None:
+        """Mount and define every container of ``run`` not done yet."""
         assert self.runtime is not None
-        if run.units:
-            names = ", ".join(u.name for u in run.units)
-            self.log(f"group {run.group.name}: starting {names}")
         for unit in run.units:
+            if unit.status is not ContainerStatus.WAITING:
+                continue
             try:
                 self.runtime.prepare(unit)
             except (PvError, OSError) as error:
@@ -410,11 +410,30 @@ class Supervisor:
                 continue
             unit.status = ContainerStatus.MOUNTED
             self.publish()
+
+    def _start_group(self, run: GroupRun) -> None:
+        """Start ``run``'s containers together; mount the next group's while they set up.
+
+        Mounting is not starting: the next group still starts only when this
+        one reached its goal, but its volumes are ready by then (~3-4 ms per
+        container that no longer waits behind ``lxc-start``).  A next-group
+        container whose volumes cannot be mounted is FAILED early, as it
+        would have been at its turn.
+        """
+        if run.units:
+            names = ", ".join(u.name for u in run.units)
+            self.log(f"group {run.group.name}: starting {names}")
+        self._prepare_group(run)
         mounted = [unit for unit in run.units if unit.status is ContainerStatus.MOUNTED]
         for unit in mounted:
             if unit.notify is not None:
                 unit.notify.poll()  # stale messages from an earlier run mean nothing now
-        started = self.driver.start_all([unit.name for unit in mounted])
+        later = self.groups[self.groups.index(run) + 1:]
+        following = next((r for r in later if r.units), None)
+        started = self.driver.start_all(
+            [unit.name for unit in mounted],
+            meanwhile=None if following is None else lambda: self._prepare_group(following),
+        )
         for unit in mounted:
             outcome = started[unit.name]
             if isinstance(outcome, int):
