@@ -56,11 +56,16 @@ class GroupEntry:
 
 @dataclass(frozen=True)
 class Identity:
-    """Numeric ids for the init: ``uid``, primary ``gid`` and supplementary ``groups``."""
+    """Numeric ids for the init: ``uid``, primary ``gid``, supplementary ``groups``; ``home``.
+
+    ``home`` is the matched passwd entry's directory, ``/`` without one (runc's
+    default): it becomes ``HOME`` unless run.json's ``env`` sets it.
+    """
 
     uid: int
     gid: int
     groups: tuple[int, ...] = ()
+    home: str = "/"
 
 
 def parse_id(text: str) -> int | None:
@@ -129,6 +134,7 @@ def resolve_user(
     if matched is not None:
         uid = matched.uid
     assert uid is not None  # a name that matched nothing was refused above
+    home = matched.home if matched is not None else "/"
     if group is None:
         gid = matched.gid if matched is not None else 0
         extra: list[int] = []
@@ -136,13 +142,13 @@ def resolve_user(
             for entry in groups:
                 if matched.name in entry.members and entry.gid not in extra:
                     extra.append(entry.gid)
-        return Identity(uid=uid, gid=gid, groups=tuple(extra))
+        return Identity(uid=uid, gid=gid, groups=tuple(extra), home=home)
     gid_given = parse_id(group)
     if gid_given is not None:
-        return Identity(uid=uid, gid=gid_given)
+        return Identity(uid=uid, gid=gid_given, home=home)
     for entry in groups:
         if entry.name == group:
-            return Identity(uid=uid, gid=entry.gid)
+            return Identity(uid=uid, gid=entry.gid, home=home)
     raise NotFoundError(f"group {group!r} is not in the container's /etc/group", where=where)
 
 
@@ -167,3 +173,15 @@ def resolve_in_root(root: Path, user: str, group: str | None, *, where: str) -> 
     needs_groups = group is None or parse_id(group) is None
     groups = parse_group(_read_text(root, "/etc/group", where=where)) if needs_groups else []
     return resolve_user(user, group, passwd, groups, where=where)
+
+
+def home_in_root(root: Path, uid: int, *, where: str) -> str:
+    """``HOME`` for a container without ``user`` (it runs as ``uid``, root): runc's rule.
+
+    The first passwd entry with that uid gives the directory, ``/`` without
+    one; only ``/etc/passwd`` is read.
+    """
+    for entry in parse_passwd(_read_text(root, "/etc/passwd", where=where)):
+        if entry.uid == uid:
+            return entry.home
+    return "/"

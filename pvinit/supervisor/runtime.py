@@ -40,7 +40,7 @@ from pvinit.containers.driver import ContainerDriver
 from pvinit.containers.inroot import make_dirs_in_root
 from pvinit.containers.notify import NotifyReceiver
 from pvinit.containers.spec import BindMount, ContainerSpec
-from pvinit.containers.users import Identity, resolve_in_root
+from pvinit.containers.users import Identity, home_in_root, resolve_in_root
 from pvinit.containers.volumes import mount_overlay, mount_squashfs, unmount
 from pvinit.control.paths import MGMT_MOUNT, MGMT_ROLE, SOCKET_DIR
 from pvinit.errors import BadInputError, ObjectNotFoundError, PvError
@@ -214,6 +214,11 @@ class Runtime:
         mount_overlay([lower], self._persistence(unit, OVERLAY_VOLUME), root)
         unit.mounts.append(root)
         identity = self._process(unit, root)
+        env = dict(container.env)
+        if "HOME" not in env:  # as runc: from the image's passwd unless run.json sets it
+            env["HOME"] = (
+                identity.home if identity is not None else home_in_root(root, 0, where=where)
+            )
         binds: list[BindMount] = []
         for volume in container.volumes:
             label = Path(volume).name.removesuffix(".squashfs")
@@ -245,7 +250,7 @@ class Runtime:
             rootfs=root,
             init=container.init or DEFAULT_INIT,
             console_log=self.layout.log_dir(self.revision, unit.name) / "console.log",
-            env=dict(container.env),
+            env=env,
             lxc_keys=dict(container.lxc),
             mounts=tuple(binds),
             log_size_bytes=CONSOLE_LOG_BYTES,

@@ -37,7 +37,7 @@ app:x:1000:
 #: Prints who and where it is, then waits for SIGTERM.
 WHOAMI = """#!/bin/sh
 trap 'exit 0' TERM
-echo "WHO uid=$(id -u) gid=$(id -g) groups=$(id -G) pwd=$(pwd)"
+echo "WHO uid=$(id -u) gid=$(id -g) groups=$(id -G) pwd=$(pwd) home=${HOME:-unset}"
 sleep 1000 &
 wait $!
 """
@@ -70,14 +70,14 @@ def who(device: Device, name: str, timeout: float = 20.0) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace") if log.is_file() else ""
-        match = re.search(r"WHO (uid=.*? pwd=\S*)", text)
+        match = re.search(r"WHO (uid=.*? home=\S*)", text)
         if match:
             return dict(item.split("=", 1) for item in re.split(r" (?=\w+=)", match.group(1)))
         time.sleep(0.05)
     raise AssertionError(f"{name} printed no WHO line; console: {text!r}\n{device.log_text()}")
 
 
-def run_json(name: str, **fields: str) -> dict[str, object]:
+def run_json(name: str, **fields: object) -> dict[str, object]:
     doc = container(name, "app", "/bin/whoami.sh")
     doc.update(fields)
     return doc
@@ -89,21 +89,26 @@ def test_cwd_and_user_apply_inside_the_container(device: Device) -> None:
         [run_json("numeric", cwd="/data", user="1000:1000"),
          run_json("named", cwd="/srv/work", user="svc"),
          run_json("uidonly", user="4242"),
-         run_json("plain")],
+         run_json("plain"),
+         run_json("ownhome", user="svc", env={"HOME": "/opt/own"})],
     )  # fmt: skip
     device.start()
     doc = device.wait_for(lambda d: d.phase.value == "RUNNING")
     assert set(device.statuses(doc).values()) == {"STARTED"}
     # uid:gid as given; the missing /data is created (in the overlay) like Docker does.
+    # HOME comes from the image's passwd entry, as runc sets it.
     assert who(device, "numeric") == {"uid": "1000", "gid": "1000", "groups": "1000",
-                                      "pwd": "/data"}  # fmt: skip
+                                      "pwd": "/data", "home": "/home/app"}  # fmt: skip
     # A name from the image's own passwd: its uid, primary gid and the groups listing it.
     assert who(device, "named") == {"uid": "1234", "gid": "2345", "groups": "2345 3000",
-                                    "pwd": "/srv/work"}  # fmt: skip
-    # A uid the image's passwd does not know: gid 0, as runc does.
-    assert who(device, "uidonly") == {"uid": "4242", "gid": "0", "groups": "0", "pwd": "/"}
-    # Neither field: root in / as before.
-    assert who(device, "plain")["uid"] == "0" and who(device, "plain")["pwd"] == "/"
+                                    "pwd": "/srv/work", "home": "/home/svc"}  # fmt: skip
+    # A uid the image's passwd does not know: gid 0 and HOME /, as runc does.
+    assert who(device, "uidonly") == {"uid": "4242", "gid": "0", "groups": "0", "pwd": "/",
+                                      "home": "/"}  # fmt: skip
+    # Neither field: root in /, with root's HOME; an env HOME wins over passwd.
+    assert who(device, "plain") == {"uid": "0", "gid": "0", "groups": "0", "pwd": "/",
+                                    "home": "/root"}  # fmt: skip
+    assert who(device, "ownhome")["home"] == "/opt/own"
     config = (device.run_dir / "pvinit" / "lxc" / "named" / "config").read_text()
     assert "lxc.init.uid = 1234\n" in config and "lxc.init.cwd = /srv/work\n" in config
     assert device.stop() == 0

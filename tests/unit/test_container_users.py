@@ -13,6 +13,7 @@ from pvinit.containers.users import (
     GroupEntry,
     Identity,
     PasswdEntry,
+    home_in_root,
     parse_group,
     parse_passwd,
     resolve_in_root,
@@ -82,18 +83,18 @@ def resolve(spec: str) -> Identity:
     ("spec", "identity"),
     [
         # A name: passwd's uid and primary gid, plus the groups listing it (deduplicated).
-        ("app", Identity(1000, 1000, (10, 29, 44))),
-        ("daemon", Identity(1, 1, (10, 50))),
-        ("nobody", Identity(65534, 65534)),
+        ("app", Identity(1000, 1000, (10, 29, 44), "/home/app")),
+        ("daemon", Identity(1, 1, (10, 50), "/usr/sbin")),
+        ("nobody", Identity(65534, 65534, home="/nonexistent")),
         # A uid in passwd: as if named (first entry with that uid).
-        ("1000", Identity(1000, 1000, (10, 29, 44))),
-        ("0", Identity(0, 0)),
-        # A uid not in passwd: runc's gid 0, no supplementary groups.
+        ("1000", Identity(1000, 1000, (10, 29, 44), "/home/app")),
+        ("0", Identity(0, 0, home="/root")),
+        # A uid not in passwd: runc's gid 0, no supplementary groups, HOME /.
         ("1234", Identity(1234, 0)),
         # An explicit group replaces the gid and means no supplementary groups.
-        ("1000:1000", Identity(1000, 1000)),
-        ("app:audio", Identity(1000, 29)),
-        ("app:4242", Identity(1000, 4242)),
+        ("1000:1000", Identity(1000, 1000, home="/home/app")),
+        ("app:audio", Identity(1000, 29, home="/home/app")),
+        ("app:4242", Identity(1000, 4242, home="/home/app")),
         ("4242:4343", Identity(4242, 4343)),
         ("4242:nogroup", Identity(4242, 65534)),
     ],
@@ -129,7 +130,7 @@ def image(tmp_path: Path) -> Path:
 def test_names_come_from_the_image_not_the_host(tmp_path: Path) -> None:
     root = image(tmp_path)
     (root / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\nsvc:x:777:778::/:/bin/sh\n")
-    assert resolve_in_root(root, "svc", None, where="box") == Identity(777, 778)
+    assert resolve_in_root(root, "svc", None, where="box") == Identity(777, 778, home="/")
     with pytest.raises(NotFoundError):
         resolve_in_root(root, "daemon", None, where="box")  # in the host's passwd, not here
 
@@ -141,6 +142,15 @@ def test_an_image_without_passwd_takes_ids_but_not_names(tmp_path: Path) -> None
     assert resolve_in_root(root, "1000", None, where="box") == Identity(1000, 0)
     with pytest.raises(NotFoundError, match="'nobody'"):
         resolve_in_root(root, "nobody", None, where="box")
+
+
+def test_home_of_a_container_without_user_is_roots_from_its_passwd(tmp_path: Path) -> None:
+    root = image(tmp_path)
+    assert home_in_root(root, 0, where="box") == "/root"
+    (root / "etc" / "passwd").write_text("daemon:x:1:1::/usr/sbin:/bin/sh\n")
+    assert home_in_root(root, 0, where="box") == "/"  # no entry for root: runc's default
+    (root / "etc" / "passwd").unlink()
+    assert home_in_root(root, 0, where="box") == "/"
 
 
 def test_passwd_symlinked_out_of_the_image_stays_inside(tmp_path: Path) -> None:
@@ -161,7 +171,9 @@ def test_passwd_symlinked_out_of_the_image_stays_inside(tmp_path: Path) -> None:
     (root / "lib" / "passwd").write_text(PASSWD)
     (root / "etc" / "passwd").unlink()
     (root / "etc" / "passwd").symlink_to("/lib/passwd")
-    assert resolve_in_root(root, "app", "app", where="box") == Identity(1000, 1000)
+    assert resolve_in_root(root, "app", "app", where="box") == Identity(
+        1000, 1000, home="/home/app"
+    )
 
 
 def test_a_passwd_that_is_not_a_regular_file_is_refused_not_waited_on(tmp_path: Path) -> None:
