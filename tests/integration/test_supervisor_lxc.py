@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pvinit.supervisor.loop import EXIT_REBOOT
+from pvinit.supervisor.status import StatusDocument
 from pvinit.trails.refs import read_ref
 from tests.integration.test_containers_support import pvnotify_binary
 from tests.integration.test_supervisor_support import (
@@ -35,6 +36,10 @@ def line_index(log: str, pattern: str) -> int:
     raise AssertionError(f"no log line matches {pattern!r} in:\n{log}")
 
 
+def groups_of(doc: StatusDocument) -> dict[str, str]:
+    return {g.name: g.status.value for g in doc.groups}
+
+
 def test_groups_start_in_order_each_after_the_previous_reached_its_goal(device: Device) -> None:
     device.install(
         [group("data", "MOUNTED"), group("platform", "READY"), group("late", "READY", timeout=1),
@@ -44,6 +49,9 @@ def test_groups_start_in_order_each_after_the_previous_reached_its_goal(device: 
          container("app", "app", "/bin/run.sh")],
     )  # fmt: skip
     device.start()
+    # While "late" waits out its timeout, "app" is already mounted but its group not started.
+    doc = device.wait_for(lambda d: groups_of(d).get("late") == "STARTING")
+    assert device.statuses(doc)["app"] == "MOUNTED" and groups_of(doc)["app"] == "WAITING"
     doc = device.wait_for(lambda d: d.phase.value == "RUNNING")
     assert device.statuses(doc) == {"notifier": "READY", "silent": "STARTED", "app": "STARTED"}
     assert [(g.name, g.status.value) for g in doc.groups] == [
