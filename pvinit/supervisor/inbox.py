@@ -147,6 +147,9 @@ class InboxWatcher:
             added = self._manager.add_watch(str(directory), self._mask, quiet=True)
             wd = added.get(str(directory), -1)
             if wd >= 0:
+                if old is not None:  # a technician's stick: say it was seen
+                    self.log(f"inbox: {directory} is another directory now (a mount); "
+                             "watching it")
                 self._watches[directory] = (ident, wd)
                 self.rescan = True
             else:

@@ -4,7 +4,7 @@ The watcher tests use real inotify on temp directories; the device tests boot
 ``pvinit --storage`` (launcher + PID 1 + supervisor) and drop real signed
 bundles into ``<storage>/inbox`` and into a configured ``inbox_paths``
 directory, writable or read-only (a read-only bind mount, like a stick
-mounted ``ro``).
+mounted ``ro``), or a stick mounted there while the device runs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pvinit.cli.pvinit import find_dev_pid1
 from pvinit.supervisor.inbox import FileId, InboxWatcher, list_bundles, settled
 from pvinit.update.settings import DeviceSettings
 from tests.integration.test_containers_support import pvnotify_binary
@@ -163,6 +164,39 @@ def test_a_read_only_extra_path_is_copied_into_the_inbox_and_left_alone(
     u.wait("the copy in inbox/done", (inbox / "done" / "copy-r2.pvb").is_file)
     assert sorted(p.name for p in stick.iterdir()) == ["r2.pvb"]  # the stick is untouched
     assert "read-only directory" in u.dev.log_text()
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_stick_mounted_while_the_device_runs_is_watched_and_its_bundle_installed(
+    updater: Updater,
+) -> None:
+    """An ext4 stick mounted over the (empty, watched) configured path after boot.
+
+    The mount hides the directory inotify watches; the watcher sees
+    ``/proc/self/mountinfo`` change, watches the stick's root instead and
+    finds the bundle already on it.  The mount is made inside the device's
+    own mount namespace, where a device's automounter would make it.
+    """
+    u = updater
+    stick, content = u.dev.top / "stick", u.dev.top / "stick-content"
+    stick.mkdir()
+    content.mkdir()
+    _configure(u, inbox_paths=[str(stick)])
+    boot_factory(u)
+    _drop(content, u.bundle(GROUPS, base_containers(app_env="2"), name="r2.pvb"))
+    image = u.dev.top / "stick.img"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(content), str(image), "64M"], check=True)
+    pid1 = find_dev_pid1(u.dev.storage)
+    assert pid1 is not None
+    subprocess.run(["nsenter", "-t", str(pid1), "-m", "--", "mount", "-o", "loop", str(image),
+                    str(stick)], check=True)  # fmt: skip
+    u.wait("revision 2 UPDATED", lambda: u.journal_state(2) == "UPDATED")
+    on_stick = Path(f"/proc/{pid1}/root") / stick.relative_to("/")
+    u.wait("bundle in done/ on the stick", (on_stick / "done" / "r2.pvb").is_file)
+    assert not (stick / "done").exists()  # the host sees the directory under the mount
+    assert f"inbox: {stick} is another directory now (a mount); watching it" in u.dev.log_text()
+    assert u.env().get("pv_rev") == "2" and u.boots() == 0
 
 
 def _drop(directory: Path, bundle: Path) -> None:
