@@ -9,7 +9,9 @@ loop: a handler bug answers 500 and is logged.
 
 One request per connection (``Connection: close``): a request head must be
 complete within ``request_timeout`` seconds (else 408), a body must keep
-arriving (no gap longer than ``request_timeout``), heads are capped at 16
+arriving (no gap longer than ``request_timeout``) and, all told, at no less
+than :data:`MIN_BODY_RATE` (so a client dripping a byte now and then cannot
+hold one of the :data:`MAX_CONNECTIONS` for ever), heads are capped at 16
 KiB, JSON bodies at 64 KiB, bundle uploads at 256 MiB (streamed to a file
 in ``<storage>/inbox/.upload-*``, never held in memory).  Callers are
 identified with ``SO_PEERCRED``; the ``allowed`` predicate decides (403).
@@ -52,6 +54,8 @@ REQUEST_TIMEOUT = 10.0
 MAX_JSON_BODY = 64 * 1024
 MAX_UPLOAD = 256 * 1024 * 1024
 MAX_CONNECTIONS = 16
+MIN_BODY_RATE = 64 * 1024
+"""Bytes per second a body must average, after a grace of ``request_timeout`` (408 if not)."""
 STREAM_INTERVAL = 0.25
 DRAIN_TIME = 1.0
 UPLOAD_PREFIX = ".upload-"
@@ -111,6 +115,8 @@ class Connection:
         self.peer = peer
         self.timeout = timeout
         self.deadline = now + timeout
+        self.body_by = float("inf")
+        """When the whole body must be in (:data:`MIN_BODY_RATE`), once its length is known."""
         self.state = "head"  # head | body | write | stream | drain
         self.buf = bytearray()
         self.line_checked = False
@@ -224,7 +230,12 @@ class ControlServer:
                 if moment >= conn.next_poll:
                     self._guard(conn, self._feed)
             elif moment >= conn.deadline:
-                if conn.state in ("head", "body"):
+                if conn.state == "body" and moment >= conn.body_by:
+                    self._reply(conn, HttpError(
+                        408, "RequestTimeout",
+                        f"request body arriving slower than {MIN_BODY_RATE // 1024} KiB/s"
+                    ).response())
+                elif conn.state in ("head", "body"):
                     self._reply(conn, HttpError(
                         408, "RequestTimeout",
                         f"request not complete after {self.request_timeout:g}s").response())
@@ -326,12 +337,14 @@ class ControlServer:
             conn.upload_fd = os.open(conn.upload, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
                                      | os.O_CLOEXEC, 0o600)
         conn.state = "body"
+        conn.body_by = time.monotonic() + self.request_timeout + length / MIN_BODY_RATE
         self._read_body(conn, rest)
 
     def _read_body(self, conn: Connection, data: bytes) -> None:
         data = data[: conn.remaining]  # bytes past the body are ignored (no pipelining)
         if data:
-            conn.deadline = time.monotonic() + self.request_timeout  # progress: not idle
+            # Progress: not idle -- but never past the time the body as a whole may take.
+            conn.deadline = min(time.monotonic() + self.request_timeout, conn.body_by)
         if conn.upload_fd is not None:
             view = memoryview(data)
             while view:

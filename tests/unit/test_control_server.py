@@ -187,6 +187,30 @@ def test_a_slow_client_is_dropped_with_408_and_others_are_served_meanwhile(
     slow.close()
 
 
+def test_a_body_dripped_slower_than_the_minimum_rate_is_cut_with_408(
+    served: tuple[Path, FakeDevice, ControlServer],
+) -> None:
+    """A byte every 0.3 s never leaves a 1 s gap, yet 60 KB at that pace would take hours."""
+    path, device, server = served
+    drip = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    drip.connect(str(path))
+    drip.sendall(b"POST /v1/rollback HTTP/1.1\r\nContent-Length: 60000\r\n\r\n")
+    drip.settimeout(0.3)
+    answer = b""
+    for _ in range(40):  # 12 s of dripping at most; the cap is 1 s + 60000 / 64 KiB/s
+        with contextlib.suppress(OSError):
+            drip.sendall(b" ")
+        try:
+            answer = drip.recv(4096)
+        except TimeoutError:
+            continue
+        break
+    drip.close()
+    assert status_of(answer) == 408
+    assert "slower than 64 KiB/s" in body_of(answer)["message"]
+    assert device.stops == [] and len(server.connections) <= 1
+
+
 def test_a_client_that_connects_and_says_nothing_is_dropped(
     served: tuple[Path, FakeDevice, ControlServer],
 ) -> None:
