@@ -428,8 +428,8 @@ class Supervisor:
         for unit in mounted:
             if unit.notify is not None:
                 unit.notify.poll()  # stale messages from an earlier run mean nothing now
-        later = self.groups[self.groups.index(run) + 1:]
-        following = next((r for r in later if r.units), None)
+        position = next(i for i, other in enumerate(self.groups) if other is run)
+        following = next((r for r in self.groups[position + 1:] if r.units), None)
         started = self.driver.start_all(
             [unit.name for unit in mounted],
             meanwhile=None if following is None else lambda: self._prepare_group(following),
