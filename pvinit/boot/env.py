@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pvinit import durable
 from pvinit.errors import BadInputError
+from pvinit.record import field, record
 
 POINT_NAME = "bootenv"
 """Persistence points of boot environment writes are ``bootenv.write``/``bootenv.rename``."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EnvSnapshot:
     """What a read found: the values the bootloader would use, and what was wrong.
 

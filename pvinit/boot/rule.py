@@ -24,9 +24,9 @@ error: a bootloader must always boot something.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from pvinit.errors import BadInputError
+from pvinit.record import field, record
 
 PV_REV = "pv_rev"
 PV_TRY = "pv_try"
@@ -45,7 +45,7 @@ def parse_revision(value: str | None) -> int | None:
     return int(text)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BootChoice:
     """What to boot and the environment changes to write before booting it.
 

@@ -32,12 +32,12 @@ import os
 import stat
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit import durable
 from pvinit.boot.env import POINT_NAME, BootEnv, EnvSnapshot, apply_changes, sorted_items
 from pvinit.errors import BadInputError, IntegrityError, NoSpaceError
+from pvinit.record import record
 
 DEFAULT_SIZE = 0x4000
 DEFAULT_LOCKFILE = Path("/var/lock/fw_printenv.lock")
@@ -52,7 +52,7 @@ def header_size(redundant: bool) -> int:
     return 5 if redundant else 4
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DecodedCopy:
     """One copy of the environment as found: values, or why it is unusable."""
 

@@ -33,12 +33,12 @@ import json
 import platform
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pvinit.build.oci_layers import LayerFile, apply_layers
 from pvinit.errors import BadInputError, IntegrityError, NotFoundError
+from pvinit.record import field, record
 
 MAX_JSON_BYTES = 4 << 20
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -73,7 +73,7 @@ def host_platform() -> tuple[str, str]:
     return "linux", _ARCH.get(machine, machine)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Descriptor:
     """An OCI content descriptor: what a blob is, its digest and size."""
 
@@ -111,7 +111,7 @@ class Descriptor:
         return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageConfig:
     """The parts of an image config (``config`` and ``rootfs``) that pvinit uses."""
 
@@ -172,7 +172,7 @@ class ImageConfig:
         return {"config": conf, "rootfs": {"type": "layers", "diff_ids": list(self.diff_ids)}}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Image:
     """An image whose blobs are on local disk and were checked against their digests."""
 

@@ -40,7 +40,6 @@ import os
 import posixpath
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, cast
 
@@ -55,6 +54,7 @@ from pvinit.build.rootfs import (
     write_member,
 )
 from pvinit.errors import BadInputError, IntegrityError, PvError
+from pvinit.record import record
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -65,7 +65,7 @@ _ROOT = PurePosixPath(".")
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LayerFile:
     """One layer blob on local disk, already checked against its descriptor.
 

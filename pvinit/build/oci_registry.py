@@ -32,7 +32,6 @@ import json
 import os
 import re
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,7 @@ from pvinit.errors import (
     RefusedError,
     TransportError,
 )
+from pvinit.record import record
 
 ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES))
 MAX_REDIRECTS = 5
@@ -66,7 +66,7 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:]+\](?::[0-9]{1
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RegistryRef:
     """``HOST[:PORT]/REPO[:TAG|@DIGEST]``: where an image lives in a registry."""
 

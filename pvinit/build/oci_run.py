@@ -26,18 +26,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pvinit.build.oci import ImageConfig
 from pvinit.errors import BadInputError
+from pvinit.record import record
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_SYMLINKS = 40
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunFields:
     """What an image config says about running it, in run.json's terms.
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from pvinit.errors import BundleFormatError
 from pvinit.objects.ids import is_object_id
 from pvinit.packing import pack, unpack
+from pvinit.record import record
 from pvinit.signing.envelope import Envelope
 
 MAGIC = b"PVBNDL\x00\x01"
@@ -38,7 +38,7 @@ DEFAULT_LEVEL = 6
 MAX_WINDOW = 1 << 27
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BundleEntry:
     """One object in a bundle: its id, raw size and compressed frame size."""
 
@@ -65,7 +65,7 @@ class BundleEntry:
         return cls(object_id=object_id, size=size, zsize=zsize)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BundleHeader:
     """The parsed header: the envelope, the state bytes, the base and the object table."""
 

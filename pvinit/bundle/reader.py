@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
@@ -35,12 +34,13 @@ from pvinit.bundle.format import (
 )
 from pvinit.errors import BundleFormatError, IntegrityError, NotFoundError
 from pvinit.objects.store import CHUNK, ObjectStore
+from pvinit.record import record
 from pvinit.zstdframes import FrameReader
 
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImportReport:
     """What :meth:`BundleReader.import_into` did."""
 

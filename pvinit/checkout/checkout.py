@@ -22,7 +22,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pvinit import durable
@@ -46,6 +45,7 @@ from pvinit.errors import (
 )
 from pvinit.objects.disk import DiskObjectStore
 from pvinit.objects.store import ObjectStore
+from pvinit.record import field, record
 from pvinit.signing.envelope import Envelope
 from pvinit.state.canonical import parse_json
 from pvinit.state.model import State
@@ -77,7 +77,7 @@ def utc_timestamp(now: dt.datetime | None = None) -> str:
     return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TreeStatus:
     """Working tree compared with HEAD."""
 
@@ -103,7 +103,7 @@ class TreeStatus:
         }
 
 
-@dataclass
+@record
 class Staged:
     """Files prepared in ``.pvstate/tmp`` for an edit, moved into the tree only once valid."""
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pvinit.build.oci import Image, OciLayout
@@ -26,6 +25,7 @@ from pvinit.build.squashfs import make_squashfs
 from pvinit.checkout.checkout import Checkout, Staged
 from pvinit.checkout.worktree import Progress, hash_file
 from pvinit.errors import BadInputError, ConflictError, NotFoundError
+from pvinit.record import field, record, replace
 from pvinit.state.model import State
 from pvinit.state.paths import check_key
 
@@ -40,7 +40,7 @@ DEFAULT_AUTO_RECOVERY: dict[str, object] = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Added:
     key: str
     object_id: str
@@ -98,7 +98,7 @@ def add_path(
     return Added(key=key, object_id=object_id, size=size)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerOptions:
     """What ``pvstate container add`` writes into the container's run.json.
 
@@ -158,7 +158,7 @@ class ContainerOptions:
         )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageSource:
     """Where ``container add --from`` takes a root filesystem from.
 
@@ -202,7 +202,7 @@ class ImageSource:
         return f"{self.kind}:{self.location}{tail}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PullOptions:
     """How to reach a registry for a ``docker://`` source."""
 

@@ -10,12 +10,12 @@ on; it moves only after the revision it names is durably on disk.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit import durable
 from pvinit.errors import BadInputError, ConflictError, RevisionNotFoundError
 from pvinit.objects.store import ObjectStore
+from pvinit.record import record
 from pvinit.signing.envelope import Envelope
 from pvinit.state.canonical import canonical_bytes, parse_json
 from pvinit.state.model import State
@@ -24,7 +24,7 @@ _REV_FILE = re.compile(r"([1-9][0-9]{0,9})\.json")
 _REL_SPEC = re.compile(r"(HEAD|[1-9][0-9]*)~([0-9]+)")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Revision:
     """A committed revision: its envelope and its (validated) state."""
 

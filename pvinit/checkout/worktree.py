@@ -19,13 +19,13 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit import durable
 from pvinit.errors import BadInputError, InvalidJSONError
 from pvinit.objects.ids import is_object_id
 from pvinit.objects.store import ObjectStore
+from pvinit.record import record
 from pvinit.state.canonical import parse_json
 from pvinit.state.paths import check_key
 
@@ -39,7 +39,7 @@ def _is_hidden(part: str) -> bool:
     return part.startswith(".")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StatKey:
     size: int
     mtime_ns: int

@@ -49,7 +49,6 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,7 @@ from pvinit.containers.driver import ContainerDriver
 from pvinit.containers.lxcconf import host_has_apparmor, lxc_config, render_config
 from pvinit.containers.spec import ContainerSpec, check_container_name
 from pvinit.errors import BadInputError, BusyError, ExternalToolError, NotFoundError, PvError
+from pvinit.record import record
 
 #: Name of the throw-away container object keys are tried on (not a valid container name).
 _PROBE_NAME = "_pvinit_probe_"
@@ -73,7 +73,7 @@ _TEARDOWN_SECONDS = 10
 _DEFAULT_SIGNALS = frozenset(signal.Signals) - {signal.SIGKILL, signal.SIGSTOP}
 
 
-@dataclass
+@record
 class _Run:
     """One start of a container: its init, its exit descriptor, where its log began."""
 
@@ -100,7 +100,7 @@ def _read_log(path: Path, offset: int) -> str:
         return ""
 
 
-@dataclass
+@record
 class _Spawned:
     """A tool started by :func:`_spawn`, not yet waited for."""
 
@@ -153,7 +153,7 @@ def _spawn_output(argv: list[str]) -> tuple[int, str]:
     return _collect(_spawn(argv))
 
 
-@dataclass
+@record
 class _Starting:
     """A container whose start was begun by :meth:`LxcDriver._begin_start`."""
 

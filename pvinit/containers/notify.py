@@ -18,12 +18,12 @@ import contextlib
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from pvinit.containers.spec import NOTIFY_SOCKET_NAME
 from pvinit.errors import BadInputError
+from pvinit.record import field, record
 
 #: Largest datagram accepted (systemd accepts more; readiness needs a few bytes).
 MAX_DATAGRAM = 4096
@@ -32,7 +32,7 @@ MAX_PER_POLL = 64
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NotifyMessage:
     """One sd_notify datagram, its assignments by key (the last one wins)."""
 

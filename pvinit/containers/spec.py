@@ -12,12 +12,12 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
 from pvinit.errors import BadInputError
+from pvinit.record import field, record
 
 #: Names become directory names under lxcpath and the UTS hostname: keep them boring.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -61,7 +61,7 @@ def _check_text(value: str, what: str, where: str) -> None:
         raise BadInputError(f"{what} may not contain newlines or NUL", where=where)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BindMount:
     """A host path made visible inside the container.
 
@@ -116,7 +116,7 @@ class BindMount:
         }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerSpec:
     """Everything needed to run one container, resolved to host paths.
 

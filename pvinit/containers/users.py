@@ -25,17 +25,17 @@ whose user is on a good one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit.containers.inroot import read_in_root
 from pvinit.errors import BadInputError, NotFoundError
+from pvinit.record import record
 
 #: Largest usable id: 2**32-1 is the kernel's "no id" ((uid_t)-1).
 MAX_ID = 2**32 - 2
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PasswdEntry:
     """One ``/etc/passwd`` line: ``name:password:uid:gid:gecos:home:shell``."""
 
@@ -45,7 +45,7 @@ class PasswdEntry:
     home: str = "/"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GroupEntry:
     """One ``/etc/group`` line: ``name:password:gid:member,member...``."""
 
@@ -54,7 +54,7 @@ class GroupEntry:
     members: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Identity:
     """Numeric ids for the init: ``uid``, primary ``gid``, supplementary ``groups``; ``home``.
 

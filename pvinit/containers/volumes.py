@@ -17,12 +17,12 @@ import errno
 import os
 import struct
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit import durable
 from pvinit.containers import loopmount
 from pvinit.errors import BadInputError, ExternalToolError, IntegrityError
+from pvinit.record import record
 
 SQUASHFS_MAGIC = 0x73717368  # "hsqs" little-endian
 _SUPERBLOCK = struct.Struct("<IIIIIHHHHHHQQQQQQQQ")  # 96 bytes
@@ -33,7 +33,7 @@ _OVERLAY_UNSAFE = frozenset(",:\\\n")
 _CORRUPT_HINT = "the image is likely corrupt: verify the object (fsck) or fetch it again"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SquashfsSuperblock:
     """The fields of a squashfs 4.0 superblock that tell a usable image from a broken one."""
 
@@ -234,7 +234,7 @@ def unmount(target: Path, *, lazy_fallback: bool = True) -> None:
     raise ExternalToolError(f"cannot unmount: {result.stderr.strip()}", where=str(target))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RootMount:
     """A container root: a squashfs volume (``lower``) under an overlay (``target``)."""
 

@@ -27,11 +27,11 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from pvinit import durable
 from pvinit.errors import BadInputError, BusyError, NotFoundError, PvError, RefusedError
+from pvinit.record import replace
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
 from pvinit.update.journal import Step, list_journals, read_journal, write_journal

@@ -14,8 +14,9 @@ message that says what was wrong.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
+
+from pvinit.record import field, record
 
 #: Longest request line (method, target, version) before 414.
 MAX_REQUEST_LINE = 8 * 1024
@@ -51,7 +52,7 @@ class HttpError(Exception):
         return Response.json(self.status, body, headers=self.headers)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RequestHead:
     method: str
     path: str
@@ -134,7 +135,7 @@ def parse_head(data: bytes) -> RequestHead:
     return head
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Response:
     status: int
     body: bytes = b""

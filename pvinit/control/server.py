@@ -33,7 +33,6 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -48,6 +47,7 @@ from pvinit.control.http import (
     parse_head,
 )
 from pvinit.control.paths import SOCKET_DIR
+from pvinit.record import record
 
 Log = Callable[[str], None]
 REQUEST_TIMEOUT = 10.0
@@ -67,7 +67,7 @@ class Peer(NamedTuple):
     gid: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Request:
     head: RequestHead
     peer: Peer
@@ -85,7 +85,7 @@ class Stream(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StreamingResponse:
     response: Response
     stream: Stream

@@ -18,11 +18,11 @@ import fcntl
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit import durable
 from pvinit.objects.store import FsckProblem
+from pvinit.record import record
 
 TMP_DIR = "tmp"
 QUARANTINE_DIR = "quarantine"
@@ -34,7 +34,7 @@ FANOUT_RE = re.compile(r"[0-9a-f]{2}")
 REST_RE = re.compile(r"[0-9a-f]{62}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Found:
     """One entry met while walking a store: an object to re-hash, or a problem."""
 

@@ -13,17 +13,17 @@ from __future__ import annotations
 import abc
 import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from pvinit.errors import BadInputError, NotFoundError
 from pvinit.objects.ids import check_object_id
+from pvinit.record import field, record
 
 CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StoreStats:
     """Size and count of the objects in a store."""
 
@@ -34,7 +34,7 @@ class StoreStats:
         return {"count": self.count, "total_bytes": self.total_bytes}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FsckProblem:
     """One thing fsck found wrong: ``kind`` is ``corrupt``, ``stray`` or ``temp``."""
 
@@ -46,7 +46,7 @@ class FsckProblem:
         return {"kind": self.kind, "path": self.path, "detail": self.detail}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FsckReport:
     checked: int
     problems: tuple[FsckProblem, ...] = ()
@@ -65,7 +65,7 @@ class FsckReport:
         }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GcReport:
     removed: tuple[str, ...] = field(default_factory=tuple)
     reclaimed_bytes: int = 0

@@ -30,7 +30,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pvinit
@@ -38,6 +37,7 @@ from pvinit import durable
 from pvinit.errors import BadInputError, ExternalToolError, PvError, RefusedError
 from pvinit.pid1.init import BOOT_ID_ENV
 from pvinit.pid1.record import ShutdownRecord, read_record
+from pvinit.record import record
 
 Chooser = Callable[[Path], dict[str, str]]
 
@@ -62,7 +62,7 @@ def classify(returncode: int) -> BootEnd:
     return BootEnd.KILLED
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BootResult:
     """One boot: its number (from 1), how it ended, and PID 1's record of why."""
 
@@ -72,7 +72,7 @@ class BootResult:
     record: ShutdownRecord | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LaunchConfig:
     storage: Path
     max_boots: int | None = None

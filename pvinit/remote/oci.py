@@ -30,10 +30,10 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from dataclasses import dataclass, field
 
 from pvinit.errors import BadInputError
 from pvinit.objects.ids import check_object_id
+from pvinit.record import field, record
 from pvinit.remote import layout
 
 SCHEME = "oci"
@@ -82,7 +82,7 @@ def channel_tag(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class OciTarget:
     """``oci://HOST[:PORT]/REPO``: a repository on a registry.
 
@@ -135,7 +135,7 @@ def is_oci_url(url: str) -> bool:
     return url.startswith(f"{SCHEME}://")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Descriptor:
     """An OCI content descriptor: what a manifest says about one blob."""
 
@@ -170,13 +170,13 @@ class Descriptor:
         return dict(self.annotations).get(key)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HistoryItem:
     revision: int
     state: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RevisionManifest:
     """One revision as published on one channel: the envelope, its blobs, the channel history."""
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass
 
 import zstandard
 
 from pvinit.checkout.checkout import Checkout
 from pvinit.errors import BadInputError, ConflictError, NotFoundError, RefusedError
+from pvinit.record import record
 from pvinit.remote.delta import MAX_DELTA_INPUT, make_delta
 from pvinit.remote.oci import (
     DELTA_MEDIA_TYPE,
@@ -57,7 +57,7 @@ from pvinit.state.model import State
 from pvinit.transport.registry import RegistryAuth, RegistryClient
 
 
-@dataclass
+@record
 class _Counts:
     written: int = 0
     skipped: int = 0

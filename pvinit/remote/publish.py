@@ -27,7 +27,6 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
@@ -44,6 +43,7 @@ from pvinit.errors import (
     RefusedError,
 )
 from pvinit.objects.ids import sha256_hex
+from pvinit.record import record
 from pvinit.remote import layout
 from pvinit.remote.delta import MAX_DELTA_INPUT, make_delta
 from pvinit.signing.envelope import Envelope
@@ -64,7 +64,7 @@ def history_path(channel: str) -> str:
     return f"history/{layout.check_channel(channel)}.json"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DeltaInfo:
     """One delta written: its base and target ids and both sizes on the wire."""
 
@@ -78,7 +78,7 @@ class DeltaInfo:
                 "full_size": self.full_size}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PublishReport:
     """What one publish wrote; ``bytes_written`` counts objects, deltas and metadata."""
 
@@ -104,7 +104,7 @@ class PublishReport:
         }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HistoryEntry:
     revision: int
     state: str

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 from pvinit.errors import InvalidStateError
 from pvinit.objects.ids import is_object_id, metadata_sha256
+from pvinit.record import field, record
 from pvinit.state.canonical import canonical_bytes, check_json_value, parse_json
 
 SPEC = "pvinit-envelope@1"
@@ -81,7 +81,7 @@ def _count(value: object, *, where: str, minimum: int) -> int:
     return value
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Signature:
     """One key's signature of an envelope's signed bytes."""
 
@@ -156,9 +156,9 @@ def _validate(values: Mapping[str, Any], *, source: str) -> None:
             raise InvalidStateError("extra may not shadow a known field", where=_at(source, name))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Envelope:
-    """A signed revision envelope; immutable, build changed copies with ``dataclasses.replace``."""
+    """A signed revision envelope; immutable: build changed copies with ``record.replace``."""
 
     revision: int
     parent: str | None

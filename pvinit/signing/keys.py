@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from pvinit import durable
 from pvinit.errors import ConflictError, KeyFormatError, NotFoundError
+from pvinit.record import record
 
 PUBLIC_KEY_LEN = 32
 SIGNATURE_LEN = 64
@@ -40,7 +40,7 @@ def keyid_of(raw_public: bytes) -> str:
     return hashlib.sha256(raw_public).hexdigest()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class VerifyKey:
     """An Ed25519 public key: checks signatures, never makes them."""
 

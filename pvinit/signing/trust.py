@@ -21,16 +21,15 @@ The trust file itself is rotated by :func:`rotate_trust`; see
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from pvinit.errors import KeyFormatError, NotFoundError, TrustRejectedError
+from pvinit.record import field, record, replace
 from pvinit.signing.envelope import Envelope, Signature
 from pvinit.signing.keys import SigningKey, VerifyKey
 from pvinit.state.canonical import canonical_bytes, parse_json
@@ -44,7 +43,7 @@ def _at(source: str, name: str) -> str:
     return f"{source}:{name}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TrustedKey:
     """One key of a trust file: its public key and a name for people."""
 
@@ -60,7 +59,7 @@ class TrustedKey:
         return {"public": self.public, "name": self.name}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TrustPolicy:
     """The parsed trust file: keys by keyid, the signature threshold, and its version."""
 
@@ -194,7 +193,7 @@ def sign_envelope(envelope: Envelope, key: SigningKey) -> Envelope:
     """A copy of ``envelope`` with ``key``'s signature added, or replacing its old one."""
     others = [s for s in envelope.signatures if s.keyid != key.keyid]
     signatures = sorted([*others, sign_bytes(envelope.signed_bytes(), key)], key=lambda s: s.keyid)
-    return dataclasses.replace(envelope, signatures=tuple(signatures))
+    return replace(envelope, signatures=tuple(signatures))
 
 
 def _valid_keyids(data: bytes, signatures: Sequence[Signature], policy: TrustPolicy,

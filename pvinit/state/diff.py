@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from pvinit.errors import ConflictError, IntegrityError, InvalidStateError
 from pvinit.objects.ids import is_object_id
+from pvinit.record import field, record
 from pvinit.state.canonical import canonical_bytes
 from pvinit.state.model import BSP_DIR, DEVICE_KEY, SPEC_KEY, Entry, State
 
@@ -34,7 +34,7 @@ DIFF_SPEC = "pvinit-state-diff@1"
 PART_KINDS = ("spec", "device", "bsp", "container", "other")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class PartDiff:
     """The changed keys of one part; ``kind`` is spec, device, bsp, container or other."""
 
@@ -57,7 +57,7 @@ class PartDiff:
         }
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class StateDiff:
     """Keys added, removed and changed from ``old_digest`` (None: nothing) to ``new_digest``.
 

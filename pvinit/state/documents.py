@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from pvinit.errors import InvalidStateError
+from pvinit.record import field, record
 from pvinit.state._fields import NAME_RE, FieldReader, frozen_copy, item_where, put
 
 STATUS_GOALS = frozenset({"MOUNTED", "STARTED", "READY"})
@@ -77,7 +77,7 @@ def _storage_from(reader: FieldReader, name: str) -> dict[str, VolumeStorage]:
     return result
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class VolumeStorage:
     """Where a volume's writable data lives and how long it survives.
 
@@ -105,7 +105,7 @@ class VolumeStorage:
 Storage = VolumeStorage
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class AutoRecovery:
     """How a failed container is restarted: ``retry_delay * backoff_factor**n`` seconds,
     at most ``max_retries`` times; a container that stays up ``stable_timeout``
@@ -143,7 +143,7 @@ class AutoRecovery:
         return out
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Group:
     """A boot stage: its containers start only once every earlier group reached its goal.
 
@@ -179,7 +179,7 @@ class Group:
         return out
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class DeviceConfig:
     """``device.json``: the boot groups in order, and device-wide volumes."""
 
@@ -222,7 +222,7 @@ class DeviceConfig:
         return out
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Bsp:
     """``bsp/run.json``: which files under ``bsp/`` are the kernel, initrd, modules...
 
@@ -263,7 +263,7 @@ class Bsp:
         return out
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Container:
     """``<name>/run.json``: one LXC system container of the revision.
 

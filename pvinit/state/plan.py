@@ -17,14 +17,14 @@ are identical in both revisions, whatever the plan does with them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from pvinit.record import record
 from pvinit.state.diff import PartDiff, StateDiff, diff_states
 from pvinit.state.model import BSP_DIR, DEVICE_KEY, SPEC_KEY, State
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class UpdatePlan:
     """What to do to move a device from one revision to another, and why."""
 

@@ -29,9 +29,10 @@ import select
 import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pvinit.record import record
 
 Log = Callable[[str], None]
 SETTLE = 2.0
@@ -43,7 +44,7 @@ POLL_SCAN = 1.0
 SUFFIX = ".pvb"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FileId:
     """What must not change between two scans for a file to count as complete."""
 

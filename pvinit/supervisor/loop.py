@@ -34,7 +34,6 @@ import shutil
 import signal
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING
 from pvinit import durable
 from pvinit.containers.driver import ContainerDriver
 from pvinit.errors import NotFoundError, PvError
+from pvinit.record import record
 from pvinit.state.documents import Group
 from pvinit.supervisor.log import SupervisorLog
 from pvinit.supervisor.recovery import Verdict, decide_exit
@@ -71,7 +71,7 @@ MAX_WAIT = 5.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SupervisorConfig:
     storage: Path
     run_dir: Path
@@ -88,7 +88,7 @@ class SupervisorConfig:
         return self.run_dir / STATUS_FILE
 
 
-@dataclass
+@record
 class GroupRun:
     group: Group
     units: list[Unit]

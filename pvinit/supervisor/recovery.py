@@ -17,8 +17,8 @@ The rules (DESIGN.md, issue 3):
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
+from pvinit.record import record
 from pvinit.state.documents import AutoRecovery
 
 
@@ -28,7 +28,7 @@ class Verdict(enum.Enum):
     REBOOT = "reboot"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ExitDecision:
     """The verdict, the delay before a restart, the new count of restarts in a row, and why."""
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pvinit import durable
@@ -45,6 +44,7 @@ from pvinit.containers.volumes import mount_overlay, mount_squashfs, unmount
 from pvinit.control.paths import MGMT_MOUNT, MGMT_ROLE, SOCKET_DIR
 from pvinit.errors import BadInputError, ObjectNotFoundError, PvError
 from pvinit.pid1.mounts import plan_unmounts, read_mountinfo
+from pvinit.record import field, record
 from pvinit.state.documents import AutoRecovery, Container, split_user
 from pvinit.supervisor.status import ContainerReport, ContainerStatus
 from pvinit.trails.install import InstalledRevision
@@ -57,7 +57,7 @@ CONSOLE_LOG_BYTES = 1 << 20
 Log = Callable[[str], None]
 
 
-@dataclass
+@record
 class Unit:
     """One container of the running revision and everything the supervisor tracks about it."""
 
@@ -102,7 +102,7 @@ class Unit:
         )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BspMounts:
     """Host paths of the mounted BSP parts (None: not in this revision or failed)."""
 

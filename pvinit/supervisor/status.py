@@ -14,11 +14,11 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pvinit.errors import InvalidJSONError
+from pvinit.record import field, record
 from pvinit.state.canonical import parse_json
 
 STATUS_FILE = Path("pvinit") / "status.json"
@@ -75,7 +75,7 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerReport:
     """One container's line in the status document."""
 
@@ -121,7 +121,7 @@ class ContainerReport:
         return goal_reached(self.status, self.goal)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GroupReport:
     name: str
     goal: str
@@ -140,7 +140,7 @@ class GroupReport:
             raise InvalidJSONError(f"bad group entry: {error!r}", where=where) from None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StatusDocument:
     """The whole status: revision, phase, groups in boot order, containers in boot order."""
 

@@ -24,12 +24,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pvinit import durable
 from pvinit.errors import PvError, TransportError
+from pvinit.record import record
 from pvinit.supervisor.inbox import (
     FALLBACK_SCAN,
     POLL_SCAN,
@@ -66,7 +66,7 @@ class LoopHooks(Protocol):
     def health(self) -> Health: ...
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Health:
     """The running revision as the loop sees it, for the testing verdict."""
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit import durable
@@ -32,6 +31,7 @@ from pvinit.errors import (
 )
 from pvinit.objects.disk import DiskObjectStore
 from pvinit.objects.ids import metadata_sha256
+from pvinit.record import record
 from pvinit.signing.envelope import Envelope
 from pvinit.state.canonical import canonical_bytes
 from pvinit.state.model import State
@@ -41,7 +41,7 @@ STATE_FILE = "state.json"
 ENVELOPE_FILE = "envelope.json"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class InstalledRevision:
     """A revision as it sits in its trail."""
 
@@ -55,7 +55,7 @@ class InstalledRevision:
         return self.path / key
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BootFiles:
     """What a bootloader needs of a revision: absolute paths of its kernel and friends.
 

@@ -21,10 +21,10 @@ tested) with plain values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit.errors import BadInputError
+from pvinit.record import record
 from pvinit.state._fields import NAME_RE
 
 #: Persistence scope name (run.json ``storage.<volume>.persistence``) -> disks/ sub-directory.
@@ -47,7 +47,7 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StorageLayout:
     """The paths of one storage directory."""
 

@@ -7,12 +7,12 @@ and ``ssl``, so reading ``config/pvinit.json`` costs no network stack.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 
 from pvinit.errors import BadInputError
+from pvinit.record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RegistryAuth:
     """Credentials for a registry: Basic (``username``/``password``) and/or a bearer ``token``."""
 

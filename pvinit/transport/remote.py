@@ -21,7 +21,6 @@ import contextlib
 import io
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -31,6 +30,7 @@ from pvinit import durable
 from pvinit.errors import BadInputError, IntegrityError, TransportError
 from pvinit.objects.ids import check_object_id, sha256_hex
 from pvinit.objects.store import ObjectStore
+from pvinit.record import record
 from pvinit.remote import layout
 from pvinit.remote.delta import MAX_DELTA_INPUT, MAX_WINDOW, apply_delta
 from pvinit.transport.fetcher import CHUNK, Fetcher, RemoteNotFoundError
@@ -40,7 +40,7 @@ from pvinit.zstdframes import FrameReader
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ObjectWant:
     """One object to get: its id, its signed size and a base the device may hold."""
 
@@ -67,7 +67,7 @@ class ObjectWant:
         return {"id": self.id, "size": self.size, "base_id": self.base_id}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FetchedObject:
     """How one object arrived."""
 
@@ -79,7 +79,7 @@ class FetchedObject:
         return {"id": self.id, "bytes_on_wire": self.bytes_on_wire, "via_delta": self.via_delta}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FetchReport:
     """What a fetch did; ``skipped_present`` are the wanted ids the store already had."""
 

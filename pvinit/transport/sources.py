@@ -13,12 +13,12 @@ from __future__ import annotations
 import abc
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit.bundle.reader import BundleReader
 from pvinit.errors import BadInputError, IntegrityError, ObjectNotFoundError
 from pvinit.objects.store import ObjectStore
+from pvinit.record import record
 from pvinit.remote import layout
 from pvinit.signing.envelope import Envelope
 from pvinit.transport.remote import (
@@ -31,7 +31,7 @@ from pvinit.transport.remote import (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PollPolicy:
     """How often a device asks a remote channel for news, and how it backs off.
 

@@ -23,8 +23,8 @@ and the progress journals, :func:`plan_boot` decides:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
+from pvinit.record import field, record
 from pvinit.update.machine import UpdateState
 
 
@@ -34,7 +34,7 @@ def env_revision(env: Mapping[str, str], key: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BootFacts:
     booted: int | None
     """What the bootloader says it booted (None: it did not say)."""
@@ -43,7 +43,7 @@ class BootFacts:
     journals: Mapping[int, UpdateState] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BootPlan:
     run: int | None
     testing: bool

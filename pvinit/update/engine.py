@@ -28,7 +28,6 @@ import datetime as dt
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit import durable
@@ -45,6 +44,7 @@ from pvinit.errors import (
     TrustRejectedError,
 )
 from pvinit.objects.disk import DiskObjectStore
+from pvinit.record import record
 from pvinit.signing.envelope import Envelope
 from pvinit.signing.trust import TrustPolicy, check_envelope, load_trust
 from pvinit.state.model import State
@@ -67,7 +67,7 @@ TRUST_KEY = "trust.json"
 SPACE_MARGIN = 4 << 20
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Prepared:
     """A revision downloaded and installed as a trail, ready to try."""
 

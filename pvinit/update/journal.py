@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pvinit import durable
 from pvinit.errors import BadInputError
+from pvinit.record import field, record, replace
 from pvinit.trails.layout import StorageLayout, check_revision
 from pvinit.update.machine import UpdateState, check_transition
 
@@ -24,7 +24,7 @@ def _now() -> str:
     return dt.datetime.now(tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Step:
     state: UpdateState
     time: str
@@ -47,7 +47,7 @@ class Step:
             raise BadInputError("bad journal step", where=where) from None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Journal:
     """Where the update to ``revision`` stands, and how it got there."""
 
@@ -101,7 +101,7 @@ class Journal:
         updated = replace(self, state=state, history=(*self.history, step))
         if note and state in (UpdateState.WONTGO, UpdateState.ERROR):
             updated = replace(updated, reason=note)
-        return replace(updated, **changes)  # type: ignore[arg-type]
+        return replace(updated, **changes)
 
     @classmethod
     def start(cls, revision: int, *, source: str) -> Journal:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvinit.errors import BadInputError
+from pvinit.record import record
 from pvinit.trails.layout import StorageLayout
 from pvinit.transport.auth import RegistryAuth
 
@@ -29,7 +29,7 @@ DEFAULT_POLL_INTERVAL = 300.0
 MAX_INBOX_PATHS = 8
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RemoteSettings:
     url: str
     channel: str
@@ -45,7 +45,7 @@ class RemoteSettings:
         return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DeviceSettings:
     bootenv_kind: str = "file"
     bootenv_path: str = "boot/env"

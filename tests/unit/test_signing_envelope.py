@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -8,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pvinit import record
 from pvinit.errors import InvalidJSONError, InvalidStateError
 from pvinit.signing.envelope import Envelope, Signature
 
@@ -46,7 +46,7 @@ def test_signed_bytes_exclude_signatures_but_include_unknown_fields() -> None:
     assert signed["channel"] == "stable"
     assert envelope.to_dict()["channel"] == "stable"
     assert envelope.digest == hashlib.sha256(envelope.signed_bytes()).hexdigest()
-    with_sig = dataclasses.replace(envelope, signatures=(Signature("11" * 32, "22" * 64),))
+    with_sig = record.replace(envelope, signatures=(Signature("11" * 32, "22" * 64),))
     assert with_sig.signed_bytes() == envelope.signed_bytes()
 
 
@@ -110,4 +110,4 @@ def test_duplicate_json_keys_are_refused() -> None:
 
 def test_constructor_validates_too() -> None:
     with pytest.raises(InvalidStateError, match="revision"):
-        dataclasses.replace(make_envelope(), revision=-1)
+        record.replace(make_envelope(), revision=-1)

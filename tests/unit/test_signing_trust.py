@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from pvinit import record
 from pvinit.errors import InvalidJSONError, KeyFormatError, TrustRejectedError
 from pvinit.signing.envelope import Envelope, Signature
 from pvinit.signing.keys import SigningKey
@@ -73,20 +73,20 @@ def test_unsigned_envelope_is_rejected() -> None:
 
 
 def test_message_tampered_after_signing_is_an_invalid_signature_by_that_key() -> None:
-    env = dataclasses.replace(signed(K1), message="evil")
+    env = record.replace(signed(K1), message="evil")
     error = _rejected(env, policy(K1))
     assert error.reason == "bad-signature"
     assert K1.keyid in str(error)
 
 
 def test_state_digest_tampered_after_signing_is_rejected() -> None:
-    env = dataclasses.replace(signed(K1), state="00" * 32)
+    env = record.replace(signed(K1), state="00" * 32)
     assert _rejected(env, policy(K1)).reason == "bad-signature"
 
 
 def test_signature_made_by_a_wrong_key_under_a_trusted_keyid_is_rejected() -> None:
     forged = Signature(keyid=K1.keyid, sig=OUTSIDER.sign(envelope().signed_bytes()).hex())
-    env = dataclasses.replace(envelope(), signatures=(forged,))
+    env = record.replace(envelope(), signatures=(forged,))
     error = _rejected(env, policy(K1))
     assert error.reason == "bad-signature"
     assert K1.keyid in str(error)
@@ -110,7 +110,7 @@ def test_below_threshold_says_how_many_of_how_many() -> None:
 
 def test_duplicate_signature_by_the_same_key_counts_once() -> None:
     env = signed(K1)
-    doubled = dataclasses.replace(env, signatures=env.signatures * 2)
+    doubled = record.replace(env, signatures=env.signatures * 2)
     error = _rejected(doubled, policy(K1, K2, threshold=2))
     assert error.reason == "threshold"
     assert "only 1 of the 2" in str(error)
@@ -145,7 +145,7 @@ def test_state_that_does_not_match_the_envelope_is_rejected() -> None:
 
 
 def test_signatures_are_checked_before_expiry() -> None:
-    env = dataclasses.replace(signed(K1, expires=NOW + timedelta(hours=1)), message="evil")
+    env = record.replace(signed(K1, expires=NOW + timedelta(hours=1)), message="evil")
     with pytest.raises(TrustRejectedError) as caught:
         check_envelope(env, policy(K1), now=NOW + timedelta(days=9), last_committed=None)
     assert caught.value.reason == "bad-signature"
@@ -281,4 +281,4 @@ def test_rotation_signature_does_not_verify_an_envelope() -> None:
     env = envelope()
     sig = sign_trust(policy(K1, version=2).to_json(), K1)
     with pytest.raises(TrustRejectedError):
-        verify_signatures(dataclasses.replace(env, signatures=(sig,)), policy(K1))
+        verify_signatures(record.replace(env, signatures=(sig,)), policy(K1))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
+from pvinit import record
 from pvinit.bundle.writer import write_bundle
 from pvinit.errors import BadInputError, BundleFormatError, IntegrityError, ObjectNotFoundError
 from pvinit.objects.disk import DiskObjectStore
@@ -35,7 +35,7 @@ def test_remote_source_refuses_a_state_the_envelope_does_not_sign(tmp_path: Path
     remote = RemoteBuilder(tmp_path / "remote")
     envelope, _state = remote.publish("stable", {"a": blob(3)})
     other = remote.add_object(b'{"#spec":"pvinit-state@1"}')
-    forged = dataclasses.replace(envelope, state=other)
+    forged = record.replace(envelope, state=other)
     source = RemoteSource(RemoteRepository(str(remote.root), FileFetcher()), "stable")
     with pytest.raises(IntegrityError):
         source.state_bytes(forged)
@@ -120,7 +120,7 @@ def test_a_corrupt_bundle_changes_nothing(tmp_path: Path) -> None:
 
 def test_bundle_source_refuses_a_state_of_another_envelope(tmp_path: Path) -> None:
     path, envelope, _state = _bundle(tmp_path, [blob(40)])
-    forged = dataclasses.replace(envelope, state=sha(b"{}"), state_size=2)
+    forged = record.replace(envelope, state=sha(b"{}"), state_size=2)
     with pytest.raises(IntegrityError, match="does not match"):
         BundleSource(path).state_bytes(forged)
 

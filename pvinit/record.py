@@ -1,0 +1,256 @@
+"""Typed records: pvinit's models, without the cost of ``dataclasses`` at boot.
+
+Every model in pvinit (state, run specs, journals, reports ...) is a small
+typed record with ``from_dict``/``to_dict``.  They were stdlib dataclasses;
+this module replaces them because a device pays for them on every boot:
+``import dataclasses`` pulls in ``inspect`` (with ``ast``, ``dis``,
+``tokenize``): ~1.3 MiB of the supervisor's resident memory, for as long
+as the device runs, and ~7 ms; then each ``@dataclass`` compiles four to
+six generated methods (and, for a class without a docstring, calls
+``inspect.signature``): ~0.4 ms a class, ~20 ms for the ~50 records the
+supervisor imports (docs/benchmarks-history.md).
+
+:func:`record` keeps the part of the dataclass contract pvinit uses --
+``frozen``, ``kw_only``, ``eq``, :func:`field` (``default``,
+``default_factory``, ``repr``, ``compare``), ``__post_init__`` and
+:func:`replace` -- and costs one small compiled ``__init__`` per class:
+``__eq__``, ``__hash__``, ``__repr__`` and the frozen ``__setattr__`` are
+shared functions reading the class's field list.  Type checkers see it as
+a dataclass through :func:`typing.dataclass_transform` (PEP 681), so mypy
+checks constructor calls, frozenness and ``replace`` keywords as before.
+
+Not supported, because nothing here needs them: inheritance between
+records, ``init=False`` fields, ordering, ``__slots__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, dataclass_transform, overload
+
+T = TypeVar("T")
+
+_MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "MISSING"})()
+"""No default given (``None`` is a valid default)."""
+
+
+class FrozenRecordError(AttributeError):
+    """Assignment to a field of a frozen record (as ``dataclasses.FrozenInstanceError``)."""
+
+
+class Field:
+    """One field of a record: its name and how it is built, compared and shown."""
+
+    __slots__ = ("compare", "default", "default_factory", "kw_only", "name", "repr")
+
+    def __init__(
+        self,
+        default: Any = _MISSING,
+        default_factory: Callable[[], Any] | None = None,
+        repr: bool = True,
+        compare: bool = True,
+    ) -> None:
+        if default is not _MISSING and default_factory is not None:
+            raise ValueError("a field cannot have both a default and a default_factory")
+        self.name = ""
+        self.default = default
+        self.default_factory = default_factory
+        self.repr = repr
+        self.compare = compare
+        self.kw_only = False
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not _MISSING or self.default_factory is not None
+
+    def __repr__(self) -> str:
+        return f"Field({self.name!r})"
+
+
+def field(
+    *,
+    default: Any = _MISSING,
+    default_factory: Callable[[], Any] | None = None,
+    repr: bool = True,
+    compare: bool = True,
+) -> Any:
+    """Describe a field that needs more than a plain default (as ``dataclasses.field``)."""
+    return Field(default, default_factory, repr, compare)
+
+
+def fields(obj: object) -> tuple[Field, ...]:
+    """The fields of a record class or instance, in declaration order."""
+    found: tuple[Field, ...] | None = getattr(obj, "__record_fields__", None)
+    if found is None:
+        raise TypeError(f"{obj!r} is not a record")
+    return found
+
+
+def is_record(obj: object) -> bool:
+    return hasattr(obj, "__record_fields__")
+
+
+def replace(obj: T, /, **changes: Any) -> T:
+    """A copy of record *obj* with some fields changed; validation runs again."""
+    for record_field in fields(obj):
+        if record_field.name not in changes:
+            changes[record_field.name] = getattr(obj, record_field.name)
+    return obj.__class__(**changes)
+
+
+@overload
+def record(cls: type[T], /) -> type[T]: ...
+
+
+@overload
+def record(
+    *, frozen: bool = False, kw_only: bool = False, eq: bool = True
+) -> Callable[[type[T]], type[T]]: ...
+
+
+@dataclass_transform(field_specifiers=(field, Field))
+def record(
+    cls: type[T] | None = None,
+    /,
+    *,
+    frozen: bool = False,
+    kw_only: bool = False,
+    eq: bool = True,
+) -> type[T] | Callable[[type[T]], type[T]]:
+    """Make *cls* a record: ``__init__`` from its annotated fields, plus eq/hash/repr.
+
+    Used as ``@record`` or ``@record(frozen=True, kw_only=True)``, exactly
+    where ``@dataclass`` would be.
+    """
+
+    def wrap(klass: type[T]) -> type[T]:
+        return _build(klass, frozen=frozen, kw_only=kw_only, eq=eq)
+
+    return wrap if cls is None else wrap(cls)
+
+
+def _is_classvar(annotation: object) -> bool:
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return text.startswith(("ClassVar", "typing.ClassVar", "Final[ClassVar"))
+
+
+def _collect(cls: type, kw_only: bool) -> tuple[Field, ...]:
+    for base in cls.__mro__[1:]:
+        if "__record_fields__" in base.__dict__:
+            raise TypeError(f"{cls.__qualname__}: records do not inherit from records")
+    found: list[Field] = []
+    # Only this class's own annotations, in order (no ``inspect``: see above).
+    own_annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
+    for name, annotation in own_annotations.items():
+        if _is_classvar(annotation):
+            continue
+        value = cls.__dict__.get(name, _MISSING)
+        if isinstance(value, Field):
+            record_field = value
+            if record_field.default is _MISSING:
+                delattr(cls, name)  # a factory default is built per instance
+            else:
+                setattr(cls, name, record_field.default)
+        else:
+            record_field = Field(default=value)
+        record_field.name = name
+        record_field.kw_only = kw_only
+        found.append(record_field)
+    return tuple(found)
+
+
+def _init_source(record_fields: tuple[Field, ...], frozen: bool, post_init: bool) -> str:
+    """Source of ``__init__``: defaults and factories are looked up in its globals."""
+    positional: list[str] = []
+    keyword: list[str] = []
+    body: list[str] = []
+    for record_field in record_fields:
+        name = record_field.name
+        if record_field.default_factory is not None:
+            param = f"{name}=_MISSING"
+            value = f"_factory_{name}() if {name} is _MISSING else {name}"
+        elif record_field.default is not _MISSING:
+            param = f"{name}=_default_{name}"
+            value = name
+        else:
+            param = name
+            value = name
+        (keyword if record_field.kw_only else positional).append(param)
+        if frozen:
+            body.append(f"  _setattr(self, {name!r}, {value})")
+        else:
+            body.append(f"  self.{name} = {value}")
+    if post_init:
+        body.append("  self.__post_init__()")
+    params = ["self", *positional]
+    if keyword:
+        params += ["*", *keyword]
+    return f"def __init__({', '.join(params)}) -> None:\n" + ("\n".join(body) or "  pass") + "\n"
+
+
+def _values(self: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple([getattr(self, name) for name in names])
+
+
+def _record_eq(self: Any, other: Any) -> bool:
+    if other.__class__ is not self.__class__:
+        return NotImplemented  # type: ignore[no-any-return]
+    names: tuple[str, ...] = self.__record_compare__
+    return _values(self, names) == _values(other, names)
+
+
+def _record_hash(self: Any) -> int:
+    return hash(_values(self, self.__record_compare__))
+
+
+def _record_repr(self: Any) -> str:
+    shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__record_repr__)
+    return f"{self.__class__.__qualname__}({shown})"
+
+
+def _frozen_setattr(self: Any, name: str, value: object) -> None:
+    kind = self.__class__.__name__
+    raise FrozenRecordError(f"cannot assign to field {name!r} of a frozen {kind}")
+
+
+def _frozen_delattr(self: Any, name: str) -> None:
+    kind = self.__class__.__name__
+    raise FrozenRecordError(f"cannot delete field {name!r} of a frozen {kind}")
+
+
+def _build(cls: type[T], *, frozen: bool, kw_only: bool, eq: bool) -> type[T]:
+    record_fields = _collect(cls, kw_only)
+    namespace: dict[str, Any] = {"_MISSING": _MISSING, "_setattr": object.__setattr__}
+    for record_field in record_fields:
+        namespace[f"_default_{record_field.name}"] = record_field.default
+        namespace[f"_factory_{record_field.name}"] = record_field.default_factory
+    source = _init_source(record_fields, frozen, post_init=hasattr(cls, "__post_init__"))
+    try:
+        # Generated from field names only (identifiers), as dataclasses does.
+        exec(compile(source, f"<record {cls.__qualname__}>", "exec"), namespace)  # noqa: S102
+    except SyntaxError as error:  # e.g. a field without a default after one with
+        raise TypeError(f"{cls.__qualname__}: {error.msg}") from None
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    own = cls.__dict__
+    attributes: dict[str, Any] = {
+        "__record_fields__": record_fields,
+        "__record_compare__": tuple(f.name for f in record_fields if f.compare),
+        "__record_repr__": tuple(f.name for f in record_fields if f.repr),
+        "__match_args__": tuple(f.name for f in record_fields if not f.kw_only),
+        "__init__": init,
+        "__repr__": _record_repr,
+    }
+    if eq:
+        attributes["__eq__"] = _record_eq
+        if "__hash__" not in own or own["__hash__"] is None:
+            attributes["__hash__"] = _record_hash if frozen else None
+    if frozen:
+        if "__setattr__" in own or "__delattr__" in own:
+            raise TypeError(f"{cls.__qualname__}: a frozen record cannot define __setattr__")
+        attributes["__setattr__"] = _frozen_setattr
+        attributes["__delattr__"] = _frozen_delattr
+    for name, value in attributes.items():
+        if name.startswith("__record_") or name not in own or name == "__hash__":
+            setattr(cls, name, value)
+    return cls
