@@ -14,7 +14,11 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 _armed: str | None = None
 _armed_occurrence: int | None = None
@@ -123,3 +127,23 @@ def remove_file(path: str | os.PathLike[str], *, name: str = "file") -> None:
     point(f"{name}.unlink")
     target.unlink()
     fsync_dir(target.parent)
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """Remove a directory tree, never following a symbolic link out of it.
+
+    What ``shutil.rmtree`` does (by descriptor, so a symlink swapped in cannot
+    redirect it), without importing ``shutil``: that brings ``bz2`` and
+    ``lzma`` into the supervisor for as long as the device runs, and a boot
+    clears the boot-scope volumes every time.  The caller fsyncs the parent
+    when the removal must be durable.
+    """
+    for _top, dirs, files, dir_fd in os.fwalk(path, topdown=False, follow_symlinks=False):
+        for name in files:
+            os.unlink(name, dir_fd=dir_fd)
+        for name in dirs:  # a symlink to a directory is listed here too: unlink it
+            try:
+                os.rmdir(name, dir_fd=dir_fd)
+            except NotADirectoryError:
+                os.unlink(name, dir_fd=dir_fd)
+    Path(path).rmdir()

@@ -17,16 +17,15 @@ Other arguments are passed to PID 1 (``--supervisor-cmd``, ``--stop-grace``).
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pvinit import __version__, durable
 from pvinit.errors import BadInputError, PvError
+from pvinit.typecheck import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pvinit.pid1.launcher import Launcher
@@ -47,6 +46,8 @@ def _copy_factory(storage: Path, bundle: Path) -> None:
     with open(bundle, "rb") as source, durable.save_file(
         layout.factory_bundle, name="factory"
     ) as target:
+        import shutil  # first boot with --factory only
+
         shutil.copyfileobj(source, target, 1 << 20)
 
 
@@ -54,6 +55,10 @@ def status_path(init_pid: int, storage: Path) -> Path:
     """The device's status file seen from the host, through its PID 1's root."""
     relative = (storage / "run" / "pvinit" / "status.json").relative_to("/")
     return Path(f"/proc/{init_pid}/root") / relative
+
+
+PID1_SCRIPT = b"/pvinit/pid1/__main__.py"
+"""How a dev PID 1 shows in its command line when run as a file (the launcher's way)."""
 
 
 def find_dev_pid1(storage: Path) -> int | None:
@@ -66,7 +71,8 @@ def find_dev_pid1(storage: Path) -> int | None:
             words = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"pvinit.pid1" in words and b"--storage" in words and wanted in words \
+        pid1 = b"pvinit.pid1" in words or any(w.endswith(PID1_SCRIPT) for w in words)
+        if pid1 and b"--storage" in words and wanted in words \
                 and not words[0].endswith(b"unshare"):
             return int(entry.name)
     return None

@@ -45,12 +45,10 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import lxc
 
@@ -61,6 +59,10 @@ from pvinit.containers.lxcconf import host_has_apparmor, lxc_config, render_conf
 from pvinit.containers.spec import ContainerSpec, check_container_name
 from pvinit.errors import BadInputError, BusyError, ExternalToolError, NotFoundError, PvError
 from pvinit.record import record
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Name of the throw-away container object keys are tried on (not a valid container name).
 _PROBE_NAME = "_pvinit_probe_"
@@ -168,6 +170,16 @@ def _exited_fd() -> int:
     return os.eventfd(1, os.EFD_CLOEXEC)
 
 
+
+def find_on_path(program: str) -> str | None:
+    """``shutil.which`` for an executable: ``shutil`` alone would cost the supervisor its
+    ``bz2`` and ``lzma`` modules for as long as the device runs."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = Path(directory or ".") / program
+        if os.access(candidate, os.X_OK) and not candidate.is_dir():
+            return str(candidate)
+    return None
+
 class LxcDriver(ContainerDriver):
     """Run containers with liblxc, configs kept under ``lxcpath/<name>/config``."""
 
@@ -182,7 +194,7 @@ class LxcDriver(ContainerDriver):
         ``None`` uses python-lxc's ``start()`` (a fork of this process as monitor)."""
         self.lxcpath = Path(lxcpath)
         self.apparmor = host_has_apparmor() if apparmor is None else apparmor
-        self.lxc_start = (shutil.which("lxc-start") if lxc_start == "" else lxc_start) or None
+        self.lxc_start = (find_on_path("lxc-start") if lxc_start == "" else lxc_start) or None
         self._runs: dict[str, _Run] = {}
         self._logs: dict[str, Path] = {}
 
@@ -415,7 +427,7 @@ class LxcDriver(ContainerDriver):
         self._logs.pop(name, None)
         directory = self.lxcpath / name
         if directory.exists():
-            shutil.rmtree(directory)
+            durable.remove_tree(directory)
             durable.fsync_dir(self.lxcpath)
 
     def close(self) -> None:

@@ -14,10 +14,13 @@ import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any
 
 from pvinit.errors import BadInputError
 from pvinit.record import field, record
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Names become directory names under lxcpath and the UTS hostname: keep them boring.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -16,7 +16,6 @@ import contextlib
 import errno
 import os
 import struct
-import subprocess
 from pathlib import Path
 
 from pvinit import durable
@@ -116,6 +115,8 @@ def is_mountpoint(path: Path) -> bool:
 
 def _run_mount(argv: list[str], *, what: str, target: Path) -> None:
     try:
+        import subprocess  # the fallback only: loop-control mounts need no process
+
         result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
     except FileNotFoundError:
         raise ExternalToolError(f"{argv[0]} is not installed", where=what) from None
@@ -222,6 +223,8 @@ def unmount(target: Path, *, lazy_fallback: bool = True) -> None:
     """
     if not is_mountpoint(target):
         return
+    import subprocess  # only unmounts (shutdown, updates, failures) run umount
+
     result = subprocess.run(["umount", str(target)], capture_output=True, text=True, check=False)
     if result.returncode == 0:
         return

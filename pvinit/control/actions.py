@@ -22,7 +22,6 @@ what comes over the air, not about what a technician chooses to boot.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import threading
@@ -34,7 +33,7 @@ from pvinit.errors import BadInputError, BusyError, NotFoundError, PvError, Refu
 from pvinit.record import replace
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
-from pvinit.update.journal import Step, list_journals, read_journal, write_journal
+from pvinit.update.journal import Step, list_journals, read_journal, utc_now, write_journal
 from pvinit.update.machine import COMMITTED, UpdateState
 
 Log = Callable[[str], None]
@@ -99,16 +98,12 @@ def rollback_target(layout: StorageLayout, running: int | None, wanted: int | No
     return target
 
 
-def _now() -> str:
-    return dt.datetime.now(tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def record_rollback(layout: StorageLayout, *, target: int, running: int | None, uid: int) -> str:
     """Write the rollback note durably (journal of ``target`` and the rollback log)."""
     note = f"local rollback by uid {uid} from revision {running}"
     journal = read_journal(layout, target)
     if journal is not None:
-        step = Step(state=journal.state, time=_now(), note=note)
+        step = Step(state=journal.state, time=utc_now(), note=note)
         write_journal(layout, replace(journal, history=(*journal.history, step)))
     path = layout.root / "progress" / "local-rollbacks.json"
     try:
@@ -117,7 +112,7 @@ def record_rollback(layout: StorageLayout, *, target: int, running: int | None, 
         entries = []
     if not isinstance(entries, list):
         entries = []
-    entries.append({"time": _now(), "from": running, "to": target, "uid": uid})
+    entries.append({"time": utc_now(), "from": running, "to": target, "uid": uid})
     durable.makedirs(path.parent)
     durable.write_file(path, (json.dumps(entries[-100:], indent=1) + "\n").encode())
     return note

@@ -10,12 +10,11 @@ after every check passed, so a refused request changes nothing.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
 from pvinit.control import actions
 from pvinit.control.http import HttpError, RequestHead, Response, parse_json_body
@@ -39,9 +38,12 @@ from pvinit.errors import (
 )
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import REF_NAMES, read_ref
+from pvinit.typecheck import TYPE_CHECKING, Protocol
 from pvinit.update.journal import list_journals, read_journal
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from pvinit.supervisor.runtime import Unit
     from pvinit.supervisor.status import StatusDocument, SupervisorPhase
     from pvinit.supervisor.updates import UpdateCoordinator
@@ -185,7 +187,9 @@ class ControlApi:
         if device.updates is not None:
             with contextlib.suppress(PvError, OSError):
                 env = dict(device.updates.bootenv.read())
-        usage = shutil.disk_usage(layout.root)
+        disk = os.statvfs(layout.root)  # as shutil.disk_usage, without importing shutil
+        total, free = disk.f_blocks * disk.f_frsize, disk.f_bavail * disk.f_frsize
+        used = (disk.f_blocks - disk.f_bfree) * disk.f_frsize
         from pvinit.objects.disk import DiskObjectStore
 
         stats = DiskObjectStore(layout.objects).stats().to_dict() if layout.objects.is_dir() \
@@ -203,8 +207,8 @@ class ControlApi:
             "update": {"busy": busy is not None, "why": busy, "latest": latest},
             "uptime": {"supervisor": round(time.monotonic() - self.started, 1),
                        "system": _uptime()},
-            "storage": {"objects": stats, "free_bytes": usage.free, "total_bytes": usage.total,
-                        "used_bytes": usage.used, "path": str(layout.root)},
+            "storage": {"objects": stats, "free_bytes": free, "total_bytes": total,
+                        "used_bytes": used, "path": str(layout.root)},
             "containers": len(doc.containers),
         })
 

@@ -34,7 +34,6 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple, Protocol
 
 from pvinit.control.http import (
     MAX_HEAD,
@@ -48,6 +47,7 @@ from pvinit.control.http import (
 )
 from pvinit.control.paths import SOCKET_DIR
 from pvinit.record import record
+from pvinit.typecheck import Protocol
 
 Log = Callable[[str], None]
 REQUEST_TIMEOUT = 10.0
@@ -61,7 +61,10 @@ DRAIN_TIME = 1.0
 UPLOAD_PREFIX = ".upload-"
 
 
-class Peer(NamedTuple):
+@record(frozen=True)
+class Peer:
+    """Who is on the other end of the socket (``SO_PEERCRED``)."""
+
     pid: int
     uid: int
     gid: int

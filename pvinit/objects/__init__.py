@@ -8,9 +8,12 @@ the memory backend and ``hashlib`` (OpenSSL, ~2 MB resident) with it.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+from pvinit.typecheck import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from pvinit.objects.disk import DiskObjectStore
     from pvinit.objects.ids import check_object_id, is_object_id, sha256_hex
     from pvinit.objects.memory import MemoryObjectStore

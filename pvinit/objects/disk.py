@@ -28,7 +28,6 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from pvinit import durable
 from pvinit.errors import (
@@ -47,6 +46,10 @@ from pvinit.objects.store import (
     ObjectStore,
     open_source_file,
 )
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 #: Bytes per read while ingesting: big enough that per-call overhead vanishes
 #: next to hashing, small enough to stay in L2/L3 between read, hash and write.

@@ -14,11 +14,14 @@ import abc
 import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from pvinit.errors import BadInputError, NotFoundError
 from pvinit.objects.ids import check_object_id
 from pvinit.record import field, record
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 CHUNK = 1 << 20
 

@@ -8,6 +8,12 @@ what PID 1 imports, every device pays for in start-up time and memory.
 
 from __future__ import annotations
 
+BOOT_ID_ENV = "PVINIT_BOOT_ID"
+"""Environment word the dev launcher sets for each boot; PID 1 stamps its shutdown
+record with it, so the launcher can tell this boot's record from an older one.
+Defined here, not in ``init``, so the launcher need not import PID 1's loop
+(``ctypes``, mounts): it is on the path of every dev boot."""
+
 
 class SlotsRecord:
     """Base of PID 1's small records: ``==`` and ``repr`` over the subclass's ``__slots__``.

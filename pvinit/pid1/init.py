@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from pvinit.pid1 import SlotsRecord, mounts, syscalls
+from pvinit.pid1 import BOOT_ID_ENV, SlotsRecord, mounts, syscalls
 from pvinit.pid1.console import Console
 from pvinit.pid1.record import Action, ShutdownRecord, write_record
 from pvinit.pid1.watchdog import Watchdog
@@ -78,7 +78,6 @@ DEFAULT_STORAGE = "/storage"
 SUPERVISOR_TITLE = "pvinit.supervisor"
 TEST_RAISE_ENV = "PVINIT_TEST_RAISE"
 """Test hook: ``start``, ``loop`` or ``shutdown`` raises once at that stage."""
-BOOT_ID_ENV = "PVINIT_BOOT_ID"
 BOOT_REV_ENV = "pv_boot_rev"  # the bootloader's kernel command line words (boot.rule)
 BOOT_TRYING_ENV = "pv_boot_trying"
 TEST_HANG_ENV = "PVINIT_TEST_HANG"

@@ -20,18 +20,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
 
 from pvinit.errors import InvalidStateError
 from pvinit.objects.ids import is_object_id, metadata_sha256
 from pvinit.record import field, record
 from pvinit.state.canonical import canonical_bytes, check_json_value, parse_json
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
 
 SPEC = "pvinit-envelope@1"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z")
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _SIG_RE = re.compile(r"[0-9a-f]{128}")
 _KNOWN = frozenset(
@@ -42,19 +46,42 @@ _KNOWN = frozenset(
 
 def format_time(moment: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SSZ`` of an aware datetime (converted to UTC)."""
+    from datetime import UTC  # only signing and expiry checks need datetime, not a boot
+
     if moment.tzinfo is None:
         raise ValueError("format_time needs an aware datetime")
     return moment.astimezone(UTC).strftime(TIME_FORMAT)
 
 
-def parse_time(text: object, *, where: str) -> datetime:
-    """The aware UTC datetime of a ``YYYY-MM-DDTHH:MM:SSZ`` string."""
-    if not isinstance(text, str) or _TIME_RE.fullmatch(text) is None:
+def check_time(text: object, *, where: str) -> str:
+    """``text`` if it is a real UTC time written ``YYYY-MM-DDTHH:MM:SSZ`` (pure).
+
+    Without ``datetime``: every boot validates the running revision's
+    envelope, and ``datetime`` (with ``_strptime`` and ``calendar``) would then
+    stay in the supervisor for good.  Times in this form order as strings.
+    """
+    match = _TIME_RE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
         raise InvalidStateError(
             f"must be a UTC time like 2024-05-01T12:00:00Z, got {text!r:.80}", where=where
         )
+    year, month, day, hour, minute, second = (int(part) for part in match.groups())
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not 1 <= month <= 12:
+        raise InvalidStateError(f"not a valid time: month {month} of {text}", where=where)
+    days = 29 if month == 2 and leap else _DAYS_IN_MONTH[month - 1]
+    if year < 1 or not 1 <= day <= days or hour > 23 or minute > 59 or second > 59:
+        raise InvalidStateError(f"not a valid time: {text}", where=where)
+    return match.string
+
+
+def parse_time(text: object, *, where: str) -> datetime:
+    """The aware UTC datetime of a ``YYYY-MM-DDTHH:MM:SSZ`` string."""
+    checked = check_time(text, where=where)
+    from datetime import UTC, datetime  # see format_time
+
     try:
-        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+        return datetime.strptime(checked, TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError as exc:
         raise InvalidStateError(f"not a valid time: {exc}", where=where) from exc
 
@@ -135,9 +162,9 @@ def _validate(values: Mapping[str, Any], *, source: str) -> None:
         if not is_object_id(object_id):
             raise InvalidStateError("key is not an object id (64 lowercase hex)", where=where)
         _count(size, where=where, minimum=0)
-    created = parse_time(values["created"], where=_at(source, "created"))
+    created = check_time(values["created"], where=_at(source, "created"))
     if values["expires"] is not None:
-        expires = parse_time(values["expires"], where=_at(source, "expires"))
+        expires = check_time(values["expires"], where=_at(source, "expires"))
         if expires <= created:
             raise InvalidStateError(
                 f"expires {values['expires']} is not after created {values['created']}",

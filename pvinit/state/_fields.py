@@ -16,9 +16,12 @@ import copy
 import json
 import re
 from collections.abc import Collection, Mapping
-from typing import Any
 
 from pvinit.errors import InvalidStateError
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Names of containers, groups and volumes: they become directory names,
 #: LXC container names and cgroup names.

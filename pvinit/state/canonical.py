@@ -20,10 +20,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
 
 from pvinit.errors import InvalidJSONError
 from pvinit.objects.ids import metadata_sha256
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Deeper documents are refused: configuration is shallow, and a bound keeps
 #: every walk over a hostile document cheap and free of RecursionError.

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from pvinit.errors import InvalidStateError
 from pvinit.record import field, record
 from pvinit.state._fields import NAME_RE, FieldReader, frozen_copy, item_where, put
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 STATUS_GOALS = frozenset({"MOUNTED", "STARTED", "READY"})
 RESTART_POLICIES = frozenset({"system", "container"})

@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
 
 from pvinit.errors import InvalidStateError, NotFoundError
 from pvinit.objects.ids import check_object_id, metadata_sha256
@@ -49,6 +48,10 @@ from pvinit.state.documents import (
     VolumeStorage,
 )
 from pvinit.state.paths import check_key
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
 
 __all__ = [
     "BSP_DIR",
@@ -77,7 +80,8 @@ RUN_JSON = "run.json"
 RESERVED_CONTAINER_NAMES = frozenset({"bsp", "other"})
 
 #: A value in a revision: an object id (str) or an inline JSON document (dict).
-Entry = str | dict[str, Any]
+#: A string at run time: only annotations use it (and ``Any`` is not imported then).
+Entry: TypeAlias = "str | dict[str, Any]"
 
 
 def _entry_where(where: str, key: str) -> str:

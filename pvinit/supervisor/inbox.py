@@ -30,9 +30,12 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from pvinit.record import record
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 Log = Callable[[str], None]
 SETTLE = 2.0

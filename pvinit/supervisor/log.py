@@ -13,7 +13,11 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import TextIO
 
 DEFAULT_CAP = 1 << 20
 

@@ -30,13 +30,11 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import shutil
 import signal
 import time
 from collections import deque
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from pvinit import durable
 from pvinit.containers.driver import ContainerDriver
@@ -45,7 +43,13 @@ from pvinit.record import record
 from pvinit.state.documents import Group
 from pvinit.supervisor.log import SupervisorLog
 from pvinit.supervisor.recovery import Verdict, decide_exit
-from pvinit.supervisor.runtime import Runtime, Unit, clean_run_dir
+from pvinit.supervisor.runtime import (
+    Runtime,
+    Unit,
+    clean_run_dir,
+    fresh_boot_scope,
+    sweep_boot_scope,
+)
 from pvinit.supervisor.status import (
     STATUS_FILE,
     ContainerStatus,
@@ -59,6 +63,7 @@ from pvinit.supervisor.updates import Health, UpdateCoordinator
 from pvinit.trails.install import InstalledRevision, install_bundle, load_trail
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
+from pvinit.typecheck import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pvinit.control.server import ControlServer
@@ -237,10 +242,7 @@ class Supervisor:
         for directory in (layout.objects, layout.trails, layout.refs, layout.logs, layout.disks):
             durable.makedirs(directory)
         clean_run_dir(self.config.run_dir, self.config.lxcpath, self.driver, self.log)
-        boot_disks = layout.scope_dir("boot", 0)
-        if boot_disks.exists():
-            shutil.rmtree(boot_disks)
-        durable.makedirs(boot_disks)
+        fresh_boot_scope(layout)
         revision = self._boot_revision()
         self.revision = revision
         self.log.open(layout.log_dir(revision, "pvinit") / "pvinit.log")
@@ -381,6 +383,7 @@ class Supervisor:
         ):
             self.phase = SupervisorPhase.RUNNING
             self.log(f"revision {self.revision}: every group started")
+            sweep_boot_scope(self.layout, self.log)
             if self.updates is not None:
                 self.updates.tick()
                 self.updates.start_worker()

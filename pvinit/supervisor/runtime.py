@@ -31,6 +31,7 @@ mounted before it is recorded in :attr:`Unit.mounts` so it is undone.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -296,3 +297,37 @@ def clean_run_dir(run_dir: Path, lxcpath: Path, driver: ContainerDriver, log: Lo
         log(f"unmounting {mount.mount_point} left by an earlier run")
         with contextlib.suppress(PvError):
             unmount(Path(mount.mount_point))
+
+
+BOOT_SCOPE_OLD = ".boot-old-"
+"""Prefix, under ``disks/``, of a boot scope moved aside by :func:`fresh_boot_scope`."""
+
+
+def fresh_boot_scope(layout: StorageLayout) -> None:
+    """Give this boot an empty ``boot`` persistence scope, in one rename.
+
+    The last boot's scope is moved aside rather than deleted: deleting its
+    overlay trees is dozens of ``unlink``/``rmdir`` calls (~6 ms for the
+    default state) on the way to the first container.  :func:`sweep_boot_scope`
+    removes what was moved aside once every group has started.  A power cut
+    in between leaves a ``.boot-old-*`` tree that the next sweep removes;
+    nothing reads it in the meantime.
+    """
+    boot = layout.scope_dir("boot", 0)
+    if boot.exists():
+        old = layout.disks / f"{BOOT_SCOPE_OLD}{time.time_ns()}"
+        boot.rename(old)
+        durable.fsync_dir(layout.disks)
+    durable.makedirs(boot)
+
+
+def sweep_boot_scope(layout: StorageLayout, log: Log) -> None:
+    """Remove the boot scopes earlier boots moved aside (see :func:`fresh_boot_scope`)."""
+    if not layout.disks.is_dir():
+        return
+    for entry in sorted(layout.disks.iterdir()):
+        if entry.name.startswith(BOOT_SCOPE_OLD) and entry.is_dir():
+            try:
+                durable.remove_tree(entry)
+            except OSError as error:
+                log(f"cannot remove an old boot scope {entry.name}: {error}")

@@ -15,11 +15,14 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from pvinit.errors import InvalidJSONError
 from pvinit.record import field, record
 from pvinit.state.canonical import parse_json
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 STATUS_FILE = Path("pvinit") / "status.json"
 

@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 from pvinit import durable
 from pvinit.errors import PvError, TransportError
@@ -42,6 +41,7 @@ from pvinit.supervisor.inbox import (
 )
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
+from pvinit.typecheck import TYPE_CHECKING, Protocol
 from pvinit.update.bootloader import open_device_bootenv
 from pvinit.update.bootplan import BootFacts, BootPlan, plan_boot
 from pvinit.update.journal import list_journals, read_journal, write_journal

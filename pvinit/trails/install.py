@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from pathlib import Path
 
 from pvinit import durable
@@ -173,7 +172,7 @@ def install_revision(
     _check_objects_present(state, store, where)
     partial = layout.partial_trail(revision)
     if partial.exists():
-        shutil.rmtree(partial)  # what a power cut left; nothing else ever reads it
+        durable.remove_tree(partial)  # what a power cut left; nothing else ever reads it
     durable.makedirs(partial / PV_DIR)
     for key, object_id in state.objects.items():
         _link_object(store.path(object_id), partial / key, key)

@@ -6,8 +6,6 @@ and ``ssl``, so reading ``config/pvinit.json`` costs no network stack.
 
 from __future__ import annotations
 
-import base64
-
 from pvinit.errors import BadInputError
 from pvinit.record import record
 
@@ -40,5 +38,7 @@ class RegistryAuth:
     def basic(self) -> str | None:
         if self.username is None or self.password is None:
             return None
+        import base64  # only a fetch from a registry with a password needs it
+
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()

@@ -9,8 +9,8 @@ inside ``trails/<rev>/.pv/`` because a revision refused before install
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import time
 from pathlib import Path
 
 from pvinit import durable
@@ -20,8 +20,10 @@ from pvinit.trails.layout import StorageLayout, check_revision
 from pvinit.update.machine import UpdateState, check_transition
 
 
-def _now() -> str:
-    return dt.datetime.now(tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utc_now() -> str:
+    """Now as journals and the rollback log write it: ``YYYY-MM-DDTHH:MM:SSZ``."""
+    # time, not datetime: datetime would stay in the supervisor's heap for a timestamp.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @record(frozen=True)
@@ -97,7 +99,7 @@ class Journal:
     def advance(self, state: UpdateState, note: str = "", **changes: object) -> Journal:
         """The journal after a legal transition to ``state`` (pure)."""
         check_transition(self.state, state, revision=self.revision)
-        step = Step(state=state, time=_now(), note=note)
+        step = Step(state=state, time=utc_now(), note=note)
         updated = replace(self, state=state, history=(*self.history, step))
         if note and state in (UpdateState.WONTGO, UpdateState.ERROR):
             updated = replace(updated, reason=note)
@@ -110,7 +112,7 @@ class Journal:
             revision=revision,
             state=UpdateState.QUEUED,
             source=source,
-            history=(Step(UpdateState.QUEUED, _now(), f"from {source}"),),
+            history=(Step(UpdateState.QUEUED, utc_now(), f"from {source}"),),
         )
 
 

@@ -76,7 +76,7 @@ def test_launcher_runs_pid1_without_site_and_passes_the_site_dirs(tmp_path: Path
     launcher = Launcher(LaunchConfig(storage=tmp_path))
     command = launcher.command()
     at = command.index(sys.executable)
-    assert command[at + 1 : at + 5] == ["-S", "-P", "-m", "pvinit.pid1"]
+    assert command[at + 1 : at + 4] == ["-S", "-P", str(REPO / "pvinit" / "pid1" / "__main__.py")]
     path = launcher.python_path("/extra").split(os.pathsep)
     assert path[:2] == [str(REPO), "/extra"]
     assert all(d in path for d in site_dirs())

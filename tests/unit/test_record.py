@@ -169,3 +169,17 @@ def test_models_import_without_dataclasses_or_inspect() -> None:
         env={"PYTHONPATH": ":".join(p for p in sys.path if p)},
     )
     assert out.stdout.strip() == ""
+
+
+def test_init_is_compiled_on_first_use_and_checks_arguments_from_the_start() -> None:
+    @record(frozen=True)
+    class Late:
+        a: int
+        b: str = "x"
+
+    deferred = Late.__init__
+    with pytest.raises(TypeError):
+        Late()  # type: ignore[call-arg]
+    assert Late.__init__ is not deferred  # the compiled one took its place
+    assert Late(1) == Late(1, "x")
+    assert Late(a=2, b="y").b == "y"

@@ -9,7 +9,7 @@ import pytest
 
 from pvinit import record
 from pvinit.errors import InvalidJSONError, InvalidStateError
-from pvinit.signing.envelope import Envelope, Signature
+from pvinit.signing.envelope import Envelope, Signature, check_time, parse_time
 
 OBJ = "ab" * 32
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -111,3 +111,34 @@ def test_duplicate_json_keys_are_refused() -> None:
 def test_constructor_validates_too() -> None:
     with pytest.raises(InvalidStateError, match="revision"):
         record.replace(make_envelope(), revision=-1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2024-02-29T00:00:00Z", "2000-02-29T23:59:59Z", "1999-12-31T00:00:00Z",
+     "0001-01-01T00:00:00Z"],
+)
+def test_check_time_accepts_real_times_as_datetime_does(text: str) -> None:
+    assert check_time(text, where="w") == text
+    expected = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert parse_time(text, where="w") == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2023-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-04-31T00:00:00Z",
+     "2024-01-01T24:00:00Z", "2024-01-01T00:60:00Z", "2024-01-01T00:00:60Z", "0000-01-01T00:00:00Z",
+     "2024-00-10T00:00:00Z", "2024-01-00T00:00:00Z"],
+)
+def test_check_time_refuses_what_datetime_refuses(text: str) -> None:
+    with pytest.raises(InvalidStateError, match="not a valid time") as caught:
+        check_time(text, where="envelope:created")
+    assert caught.value.where == "envelope:created"
+    with pytest.raises(ValueError):
+        datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_check_time_refuses_other_shapes() -> None:
+    for text in ("2024-01-01 00:00:00Z", "2024-01-01T00:00:00+00:00", 20240101, None):
+        with pytest.raises(InvalidStateError, match="like 2024-05-01T12:00:00Z"):
+            check_time(text, where="w")
