@@ -1,0 +1,49 @@
+"""What the supervisor holds for the device's whole life: only what a boot needs.
+
+Every module imported at boot stays in the supervisor's heap until the next
+reboot (issue 3: idle memory, boot time).  ``typing``, ``dataclasses`` (with
+``inspect`` and ``ast``), ``datetime``, ``shutil`` (with ``bz2`` and
+``lzma``), ``runpy`` and OpenSSL are each used by updates, builds or type
+checking only, so they must be imported where those need them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BOOT_MODULES = (
+    "pvinit.pid1.init",
+    "pvinit.supervisor.main",
+    "pvinit.supervisor.inbox",
+    "pvinit.supervisor.updates",
+    "pvinit.containers.lxc_driver",
+    "pvinit.control.server",
+    "pvinit.control.handlers",
+    "pvinit.control.actions",
+    "pvinit.update.recovery",
+)
+NOT_AT_BOOT = (
+    "typing", "dataclasses", "inspect", "ast", "datetime", "shutil", "bz2", "lzma", "runpy",
+    "hashlib", "_hashlib", "argparse", "logging",
+)
+
+
+def test_supervisor_boot_modules_leave_out_what_only_updates_and_builds_use() -> None:
+    pytest.importorskip("lxc", reason="python3-lxc")
+    code = (
+        f"import sys\nfor name in {BOOT_MODULES!r}: __import__(name)\n"
+        f"print(*[n for n in {NOT_AT_BOOT!r} if n in sys.modules])"
+    )
+    site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *site]))
+    out = subprocess.run(
+        [sys.executable, "-S", "-P", "-c", code], env=env, capture_output=True, text=True,
+        check=True,
+    )
+    assert out.stdout.split() == []
