@@ -13,11 +13,14 @@ supervisor imports (docs/benchmarks-history.md).
 :func:`record` keeps the part of the dataclass contract pvinit uses --
 ``frozen``, ``kw_only``, ``eq``, :func:`field` (``default``,
 ``default_factory``, ``repr``, ``compare``), ``__post_init__`` and
-:func:`replace` -- and costs one small compiled ``__init__`` per class:
+:func:`replace` -- and costs one small ``__init__`` per class, compiled
+when the class is first built (most records a boot imports never are):
 ``__eq__``, ``__hash__``, ``__repr__`` and the frozen ``__setattr__`` are
 shared functions reading the class's field list.  Type checkers see it as
 a dataclass through :func:`typing.dataclass_transform` (PEP 681), so mypy
-checks constructor calls, frozenness and ``replace`` keywords as before.
+checks constructor calls, field order and frozenness as before; not the
+keywords of :func:`replace` (mypy special-cases ``dataclasses.replace``
+only), where a wrong one is a TypeError at run time.
 
 Not supported, because nothing here needs them: inheritance between
 records, ``init=False`` fields, ordering, ``__slots__``.
