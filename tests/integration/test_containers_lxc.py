@@ -14,11 +14,15 @@ from pvinit.containers.notify import NotifyReceiver
 from pvinit.containers.spec import BindMount, ContainerSpec
 from pvinit.containers.volumes import RootMount, mount_root
 from pvinit.errors import BadInputError, BusyError, ExternalToolError, NotFoundError
+from pvinit.typecheck import TYPE_CHECKING
 from tests.integration.test_containers_support import pvnotify_binary, rootfs_image
 
 __all__ = ["pvnotify_binary", "rootfs_image"]  # fixtures used by name
 
 lxc_driver = pytest.importorskip("pvinit.containers.lxc_driver", reason="needs python-lxc")
+
+if TYPE_CHECKING:
+    from pvinit.containers.lxc_driver import LxcDriver
 
 pytestmark = pytest.mark.root
 
@@ -39,7 +43,7 @@ class Bench:
 
     tmp: Path
     image: Path
-    driver: lxc_driver.LxcDriver
+    driver: LxcDriver
     roots: list[RootMount] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
 

@@ -96,7 +96,7 @@ def test_crash_at_write_leaves_the_old_block(tmp_path: Path) -> None:
 
 
 _text = st.text(
-    alphabet=st.characters(blacklist_characters="\0\n\r", blacklist_categories=("Cs",)),
+    alphabet=st.characters(blacklist_characters="\0\n\r", blacklist_categories=["Cs"]),
     max_size=12,
 )
 _keys = _text.filter(lambda k: bool(k) and "=" not in k and not k.startswith("#"))

@@ -24,7 +24,9 @@ from pvinit.control.client import ControlClient
 from pvinit.control.handlers import ControlApi
 from pvinit.control.server import ControlServer
 from pvinit.errors import NotFoundError
+from pvinit.supervisor.runtime import Unit
 from pvinit.supervisor.status import StatusDocument, SupervisorPhase
+from pvinit.supervisor.updates import UpdateCoordinator
 from pvinit.trails.layout import StorageLayout
 
 
@@ -33,7 +35,7 @@ class FakeDevice:
     layout: StorageLayout
     revision: int | None = 1
     phase: SupervisorPhase = SupervisorPhase.RUNNING
-    updates: None = None
+    updates: UpdateCoordinator | None = None
     stops: list[tuple[bool, str]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
 
@@ -41,7 +43,7 @@ class FakeDevice:
         self.lines.append(message)
 
     @property
-    def units(self) -> list[object]:
+    def units(self) -> list[Unit]:
         return []
 
     def document(self) -> StatusDocument:
@@ -50,7 +52,7 @@ class FakeDevice:
     def request_stop(self, *, reboot: bool, why: str) -> None:
         self.stops.append((reboot, why))
 
-    def stop_container(self, unit: object) -> None:
+    def stop_container(self, unit: Unit) -> None:
         raise AssertionError("no containers here")
 
     start_container = stop_container
@@ -207,7 +209,7 @@ def test_a_body_dripped_slower_than_the_minimum_rate_is_cut_with_408(
         break
     drip.close()
     assert status_of(answer) == 408
-    assert "slower than 64 KiB/s" in body_of(answer)["message"]
+    assert "slower than 64 KiB/s" in str(body_of(answer)["message"])
     assert device.stops == [] and len(server.connections) <= 1
 
 

@@ -80,7 +80,8 @@ def test_installed_trail_hard_links_objects_and_writes_documents(
     trail = layout.trail(1)
     root_id = installed.state.objects["app/root.squashfs"]
     assert (trail / "app/root.squashfs").stat().st_ino == store.path(root_id).stat().st_ino
-    assert parse_json((trail / "app/run.json").read_bytes(), where="x")["name"] == "app"
+    run = parse_json((trail / "app/run.json").read_bytes(), where="x")
+    assert isinstance(run, dict) and run["name"] == "app"
     assert (trail / "state.json").read_bytes() == state
     boot = parse_json(layout.boot_record(1).read_bytes(), where="boot.json")
     assert boot == {"revision": 1, "linux": str(trail / "bsp/kernel.img"),
