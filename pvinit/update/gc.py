@@ -9,9 +9,9 @@ then unreferenced objects.  Partial trails left by a power cut go too.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 
+from pvinit import durable
 from pvinit.objects.store import GcReport, ObjectStore
 from pvinit.trails.install import load_trail
 from pvinit.trails.layout import StorageLayout
@@ -52,7 +52,7 @@ def collect_garbage(layout: StorageLayout, store: ObjectStore, *, log: Log) -> G
             if number.isdigit() and int(number) in kept and not name.startswith("."):
                 continue
             if trail.is_dir():
-                shutil.rmtree(trail)
+                durable.remove_tree(trail)
                 removed_trails += 1
     report = store.gc(keep_ids)
     log(f"gc: kept revisions {sorted(kept)}, removed {removed_trails} trail(s) and "
