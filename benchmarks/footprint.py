@@ -54,7 +54,6 @@ DEPENDENCIES = (
     "python3-msgpack",
     "python3-cryptography",
     "python3-lxc",
-    "python3-pyinotify",
 )
 RUNTIME = ("python3.11", "python3.11-minimal", "libpython3.11-minimal",
            "libpython3.11-stdlib", "liblxc1")

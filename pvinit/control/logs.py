@@ -3,8 +3,8 @@
 A source is a container name or ``pvinit`` (the supervisor's own log).  The
 file served is ``console.log`` (a container's console) or ``pvinit.log``,
 else the first ``*.log`` found.  Following polls the file's size from the
-supervisor's loop (no inotify: pyinotify would cost PID 1 +5 MB); a file
-that shrank was rotated and is read again from its start.
+supervisor's loop; a file that shrank was rotated and is read again from
+its start.
 """
 
 from __future__ import annotations

@@ -122,6 +122,29 @@ class Libc:
         if trim is not None:
             trim(ctypes.c_size_t(0))
 
+    def inotify_init1(self, flags: int) -> int:
+        """A new inotify(7) descriptor (the supervisor's inbox watcher)."""
+        return self._fd_or_raise(self._libc.inotify_init1(ctypes.c_int(flags)), "inotify_init1")
+
+    def inotify_add_watch(self, fd: int, path: str | os.PathLike[str], mask: int) -> int:
+        """Watch ``path``; returns the watch descriptor (the same one if already watched)."""
+        result = self._libc.inotify_add_watch(
+            ctypes.c_int(fd), _encode(path), ctypes.c_uint32(mask)
+        )
+        return self._fd_or_raise(result, "inotify_add_watch", path)
+
+    def inotify_rm_watch(self, fd: int, wd: int) -> None:
+        self._check(self._libc.inotify_rm_watch(ctypes.c_int(fd), ctypes.c_int(wd)),
+                    "inotify_rm_watch")
+
+    def _fd_or_raise(
+        self, result: int, what: str, target: str | os.PathLike[str] | None = None
+    ) -> int:
+        """Calls that return a descriptor, or -1 and errno."""
+        if result < 0:
+            self._check(result, what, target)
+        return result
+
     def set_child_subreaper(self) -> None:
         self._check(self._libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl")
 

@@ -2,11 +2,10 @@
 
 The update worker thread (:class:`pvinit.supervisor.updates.UpdateWorker`)
 watches ``<storage>/inbox`` and every configured ``inbox_paths`` directory
-(a USB stick's mount point) with pyinotify for ``IN_CLOSE_WRITE`` and
-``IN_MOVED_TO``.  pyinotify is imported here only, from the worker thread,
-on first use: it costs ~5 MB and an idle device without an inbox never
-loads it.  Without it (or when inotify cannot be set up) the worker falls
-back to the old one-second scan.
+(a USB stick's mount point) with inotify (:mod:`pvinit.supervisor.inotify`)
+for ``IN_CLOSE_WRITE`` and ``IN_MOVED_TO``.  When inotify cannot be set up
+(no kernel support, the per-user instance limit reached) the worker falls
+back to a one-second scan.
 
 When is a file complete?  A file named by a close-after-write or a
 rename-into event is; any other ``*.pvb`` (found by the fallback scan, which
@@ -32,10 +31,17 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from pvinit.record import record
+from pvinit.supervisor.inotify import (
+    IN_CLOSE_WRITE,
+    IN_IGNORED,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    Inotify,
+)
 from pvinit.typecheck import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import BinaryIO
 
 Log = Callable[[str], None]
 SETTLE = 2.0
@@ -45,6 +51,7 @@ FALLBACK_SCAN = 30.0
 POLL_SCAN = 1.0
 """Seconds between scans when inotify is not available."""
 SUFFIX = ".pvb"
+_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR
 
 
 @record(frozen=True)
@@ -99,43 +106,41 @@ class InboxWatcher:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()  # wake() comes from another thread than close()
         self._closed = False
-        self._notifier: Any = None
-        self._manager: Any = None
+        self._inotify: Inotify | None = None
         self._watches: dict[Path, tuple[tuple[int, int], int]] = {}
-        self._mountinfo: Any = None
+        self._watched: dict[int, Path] = {}
+        self._mountinfo: BinaryIO | None = None
         self._setup()
 
     @property
     def inotify(self) -> bool:
-        return self._notifier is not None
+        return self._inotify is not None
 
     def _setup(self) -> None:
         try:
-            import pyinotify  # ~5 MB: loaded by the worker thread only, on first use
-        except ImportError as error:
-            self.log(f"inbox: pyinotify unavailable ({error}); scanning every {POLL_SCAN:g}s")
-            return
-        try:
-            self._manager = pyinotify.WatchManager()
-            self._notifier = pyinotify.Notifier(self._manager, default_proc_fun=self._event)
-        except (OSError, pyinotify.PyinotifyError) as error:
+            self._inotify = Inotify()
+        except OSError as error:
             self.log(f"inbox: inotify unavailable ({error}); scanning every {POLL_SCAN:g}s")
-            self._manager = self._notifier = None
             return
-        self._mask = pyinotify.IN_CLOSE_WRITE | pyinotify.IN_MOVED_TO | pyinotify.IN_Q_OVERFLOW
         with contextlib.suppress(OSError):
             self._mountinfo = open("/proc/self/mountinfo", "rb")  # noqa: SIM115 - kept open
         self.refresh()
 
-    def _event(self, event: Any) -> None:
-        name = getattr(event, "pathname", None)
-        if isinstance(name, str) and name:
-            self.announced.add(Path(name))
-        self.rescan = True
+    def _take_events(self) -> None:
+        assert self._inotify is not None
+        for event in self._inotify.read_events():
+            directory = self._watched.get(event.wd)
+            if event.mask & IN_IGNORED:  # deleted or unmounted: the next refresh() re-adds it
+                self._watched.pop(event.wd, None)
+                if directory is not None:
+                    self._watches.pop(directory, None)
+            elif directory is not None and event.name:
+                self.announced.add(directory / event.name)
+            self.rescan = True  # IN_Q_OVERFLOW included: events were lost, look for yourself
 
     def refresh(self) -> None:
         """(Re-)watch each directory whose identity changed (created, mounted, unmounted)."""
-        if self._manager is None:
+        if self._inotify is None:
             return
         for directory in self.directories:
             ident = directory_id(directory)
@@ -143,27 +148,29 @@ class InboxWatcher:
             if old is not None and old[0] == ident:
                 continue
             if old is not None:
-                with contextlib.suppress(Exception):
-                    self._manager.rm_watch(old[1], quiet=True)
+                with contextlib.suppress(OSError):  # already gone with its directory
+                    self._inotify.rm_watch(old[1])
+                self._watched.pop(old[1], None)
                 del self._watches[directory]
             if ident is None:
                 continue
-            added = self._manager.add_watch(str(directory), self._mask, quiet=True)
-            wd = added.get(str(directory), -1)
-            if wd >= 0:
-                if old is not None:  # a technician's stick: say it was seen
-                    self.log(f"inbox: {directory} is another directory now (a mount); "
-                             "watching it")
-                self._watches[directory] = (ident, wd)
-                self.rescan = True
-            else:
-                self.log(f"inbox: cannot watch {directory}; it is scanned instead")
+            try:
+                wd = self._inotify.add_watch(directory, _MASK)
+            except OSError as error:
+                self.log(f"inbox: cannot watch {directory} ({error.strerror}); "
+                         "it is scanned instead")
+                continue
+            if old is not None:  # a technician's stick: say it was seen
+                self.log(f"inbox: {directory} is another directory now (a mount); watching it")
+            self._watches[directory] = (ident, wd)
+            self._watched[wd] = directory
+            self.rescan = True
 
     def wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds; return early on an event, a mount change or a wake."""
-        if self._notifier is None:
+        if self._inotify is None:
             timeout = min(timeout, POLL_SCAN)
-        reads = [self._wake_r] + ([self._manager.get_fd()] if self._manager is not None else [])
+        reads = [self._wake_r] + ([self._inotify.fileno()] if self._inotify is not None else [])
         errs = [self._mountinfo] if self._mountinfo is not None else []
         try:
             readable, _, exceptional = select.select(reads, [], errs, max(timeout, 0.0))
@@ -172,15 +179,14 @@ class InboxWatcher:
         if self._wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 512)
-        if self._notifier is not None and self._manager.get_fd() in readable:
-            self._notifier.read_events()
-            self._notifier.process_events()
-        if exceptional:
+        if self._inotify is not None and self._inotify.fileno() in readable:
+            self._take_events()
+        if exceptional and self._mountinfo is not None:
             self._mountinfo.seek(0)
             self._mountinfo.read()  # re-arm: mountinfo stays exceptional until read again
             self.refresh()
             self.rescan = True
-        if self._notifier is None:
+        if self._inotify is None:
             self.rescan = True
 
     def wake(self) -> None:
@@ -189,10 +195,10 @@ class InboxWatcher:
                 os.write(self._wake_w, b"w")
 
     def close(self) -> None:
-        if self._notifier is not None:
-            with contextlib.suppress(Exception):
-                self._notifier.stop()
-            self._notifier = self._manager = None
+        if self._inotify is not None:
+            with contextlib.suppress(OSError):
+                self._inotify.close()
+            self._inotify = None
         if self._mountinfo is not None:
             self._mountinfo.close()
             self._mountinfo = None

@@ -1,4 +1,4 @@
-"""Offline updates through inbox directories watched with inotify (real pyinotify, real LXC).
+"""Offline updates through inbox directories watched with inotify (real kernel inotify, real LXC).
 
 The watcher tests use real inotify on temp directories; the device tests boot
 ``pvinit --storage`` (launcher + PID 1 + supervisor) and drop real signed
@@ -30,9 +30,6 @@ from tests.integration.test_update_device import (
 )
 
 __all__ = ["device", "pvnotify_binary", "supervisor_image", "updater"]
-
-pytest.importorskip("pyinotify", reason="needs pyinotify")
-
 
 # -- the rule and the watcher (no device) ---------------------------------------------------
 
@@ -117,7 +114,7 @@ def test_a_bundle_dropped_into_the_inbox_is_installed_and_moved_to_done(
     done = u.dev.storage / "inbox" / "done"
     u.wait("bundle in done/", (done / "r2.pvb").is_file)
     assert not (done / "r2.pvb.reason").exists()
-    assert "pyinotify unavailable" not in u.dev.log_text()
+    assert "inotify unavailable" not in u.dev.log_text()
 
 
 @pytest.mark.root
