@@ -26,6 +26,7 @@ import contextlib
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -140,6 +141,81 @@ def memory_of(pid: int, role: str) -> ProcessMemory | None:
         if len(words) >= 2 and words[0] in ("Rss:", "Pss:"):
             values[words[0]] = int(words[1])
     return ProcessMemory(pid, role, command_of(pid), values.get("Pss:", 0), values.get("Rss:", 0))
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, containers included (all threads' children)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                todo.extend(int(w) for w in (task / "children").read_text().split())
+    return found
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_PRESENT = 1 << 63
+_PFN_MASK = (1 << 55) - 1
+
+
+def resident_frames(pid: int) -> list[int] | None:
+    """Page frame number of each resident page of ``pid``, once per mapping it appears in.
+
+    From ``/proc/<pid>/pagemap`` (bit 63 present, bits 0-54 the frame);
+    the kernel shows frames only to CAP_SYS_ADMIN, so None without it or
+    when the process is gone.
+    """
+    frames: list[int] = []
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+        with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+            for line in maps:
+                start, end = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+                if start >= 1 << 47:  # [vsyscall]: not in pagemap
+                    continue
+                pagemap.seek(start // _PAGE * 8)
+                data = pagemap.read((end - start) // _PAGE * 8)
+                for (entry,) in struct.iter_unpack("Q", data):
+                    if entry & _PRESENT:
+                        frames.append(entry & _PFN_MASK)
+    except OSError:
+        return None
+    if frames and not any(frames):
+        return None  # frames hidden: not root
+    return frames
+
+
+def device_pss_kb(pids: Sequence[int], sharers: Sequence[int]) -> dict[int, float] | None:
+    """PSS of each of ``pids`` as if only ``sharers`` existed on the machine (KiB).
+
+    The kernel's PSS divides a page among every process that maps it.  On a
+    development host the dev launcher and the benchmark harness are Python
+    too, so they share (and take half or more of) the interpreter's code
+    pages that on a device only PID 1 and the supervisor map.  Counting as
+    sharers only the device's own processes (``sharers``: PID 1 and
+    everything below it) gives the PSS the same processes have on a device.
+    None when frames cannot be read (not root).
+    """
+    frames: dict[int, list[int]] = {}
+    for pid in dict.fromkeys([*pids, *sharers]):
+        found = resident_frames(pid)
+        if found is None:
+            if pid in pids:
+                return None
+            continue
+        frames[pid] = found
+    mappers: dict[int, int] = {}
+    for found in frames.values():
+        for frame in found:
+            mappers[frame] = mappers.get(frame, 0) + 1
+    kib = _PAGE / 1024
+    return {pid: kib * sum(1 / mappers[frame] for frame in frames[pid]) for pid in pids}
 
 
 def sum_mb(items: Sequence[ProcessMemory], what: str = "pss") -> float:

@@ -7,8 +7,12 @@ Measured in this run:
   off, and booted again (a device's normal boot).  ~10 s after every
   container reached its goal (3 s in quick mode), PSS and RSS are read from
   ``/proc/<pid>/smaps_rollup`` of pvinit's processes in the device's
-  namespace: PID 1 and the supervisor (the figure of the <= 16 MiB goal of
-  issue 3); liblxc's per-container ``[lxc monitor]`` processes separately.
+  namespace: PID 1 and the supervisor (issue 3's <= 16 MiB goal); liblxc's
+  per-container ``[lxc monitor]`` processes separately.  The goal is judged
+  on their PSS *as on a device* (:func:`benchmarks.device.device_pss_kb`):
+  on this host the dev launcher and the harness are Python too and share
+  the interpreter's pages, which lowers the kernel's PSS of PID 1 and the
+  supervisor by ~3 MiB.
   The containers are not counted (they are the device's payload), nor the
   dev launcher outside the namespace (a device has none).  PSS is sampled
   once a second while idle (a series for a plot).
@@ -40,6 +44,8 @@ from benchmarks.device import (
     ROLE_SUPERVISOR,
     ProcessMemory,
     byte_compile,
+    descendants,
+    device_pss_kb,
     remove_tree,
     running_device,
     sum_mb,
@@ -61,12 +67,18 @@ RUNTIME = ("python3.11", "python3.11-minimal", "libpython3.11-minimal",
 
 def compared_key(figure: PublishedFigure) -> str:
     """Which of our figures a published one is set beside: idle memory -> PSS, else install."""
-    return "footprint.pss_mb" if figure.what == "idle memory" else "footprint.install_mb"
+    return "footprint.device_pss_mb" if figure.what == "idle memory" else "footprint.install_mb"
 
 
 KEYS: dict[str, str] = {
-    "footprint.pss_mb": "idle PSS of pvinit's processes (PID 1 + supervisor), default state, "
-                        "~10 s after all goals (MiB, median; goal <= 16)",
+    "footprint.device_pss_mb": "idle PSS of pvinit's processes (PID 1 + supervisor) with only "
+                               "the device's processes as page sharers, as on a device "
+                               "(MiB, median; goal <= 16; needs root)",
+    "footprint.pid1.device_pss_mb": "PID 1's share of footprint.device_pss_mb (MiB, median)",
+    "footprint.supervisor.device_pss_mb": "the supervisor's share of footprint.device_pss_mb "
+                                          "(MiB, median)",
+    "footprint.pss_mb": "idle PSS of pvinit's processes (PID 1 + supervisor) as smaps_rollup "
+                        "reads on this host, default state, ~10 s after all goals (MiB, median)",
     "footprint.rss_mb": "idle RSS of pvinit's processes (PID 1 + supervisor) (MiB, median)",
     "footprint.pid1.pss_mb": "idle PSS of PID 1 (MiB, median)",
     "footprint.pid1.rss_mb": "idle RSS of PID 1 (MiB, median)",
@@ -136,9 +148,15 @@ def _mb(kb: float | None) -> float | None:
 class IdleRun:
     processes: tuple[ProcessMemory, ...]
     samples: tuple[tuple[float, float], ...]  # (seconds since goals, pvinit PSS MiB)
+    device_kb: dict[int, float] | None  # pid -> PSS with the device's processes as sharers
 
     def of(self, roles: frozenset[str] | set[str]) -> list[ProcessMemory]:
         return [m for m in self.processes if m.role in roles]
+
+    def device_mb(self, roles: frozenset[str] | set[str]) -> float | None:
+        if self.device_kb is None:
+            return None
+        return round(sum(self.device_kb.get(m.pid, 0.0) for m in self.of(roles)) / 1024, 2)
 
 
 def measure_idle(ctx: Context, factory: Path, storage: Path, idle: float) -> IdleRun:
@@ -162,7 +180,10 @@ def measure_idle(ctx: Context, factory: Path, storage: Path, idle: float) -> Idl
         processes = tuple(device.memory())
         if not any(m.role == ROLE_SUPERVISOR for m in processes):
             raise RuntimeError(f"no supervisor found in the device's namespace; log: {log}")
-    return IdleRun(processes, tuple(samples))
+        init = device.find_init()
+        device_kb = None if init is None else device_pss_kb(
+            [m.pid for m in processes if m.role in PVINIT_ROLES], descendants(init))
+    return IdleRun(processes, tuple(samples), device_kb)
 
 
 # --- the section -------------------------------------------------------------------------------
@@ -197,7 +218,8 @@ def run(ctx: Context) -> Section:
                 idle_runs.append(measure_idle(ctx, fleet.factory, storage, idle))
                 last = idle_runs[-1]
                 ctx.log(f"footprint: run {number + 1}/{runs}: pvinit PSS "
-                        f"{sum_mb(last.of(PVINIT_ROLES))} MiB, monitors "
+                        f"{sum_mb(last.of(PVINIT_ROLES))} MiB (on a device "
+                        f"{last.device_mb(PVINIT_ROLES)} MiB), monitors "
                         f"{sum_mb(last.of({ROLE_MONITOR}))} MiB; lxc-start's monitors "
                         f"{sum_mb(reference.monitors)} MiB")
         finally:
@@ -217,6 +239,9 @@ def run(ctx: Context) -> Section:
             for what in ("pss", "rss"):
                 figures[f"{prefix}.{what}_mb"] = _med([sum_mb(r.of(roles), what)
                                                       for r in idle_runs])
+            device = [r.device_mb(roles) for r in idle_runs]
+            if prefix != "footprint.monitors" and None not in device:
+                figures[f"{prefix}.device_pss_mb"] = _med([d for d in device if d is not None])
         figures["footprint.monitors.count"] = len(idle_runs[-1].of({ROLE_MONITOR}))
         figures["footprint.runs"] = runs
         section.series["footprint.pss_mb_over_time"] = list(idle_runs[-1].samples)
@@ -260,9 +285,11 @@ def run(ctx: Context) -> Section:
 def losses(figures: dict[str, Figure]) -> list[str]:
     """Goal misses and every figure where the reference or a published peer is smaller."""
     found = []
-    pss = figures["footprint.pss_mb"]
+    device, host = figures["footprint.device_pss_mb"], figures["footprint.pss_mb"]
+    pss = device if device is not None else host
     if pss is not None and pss > GOAL_PSS_MB:
-        found.append(f"Idle memory: pvinit's PID 1 + supervisor use {pss:.1f} MiB PSS, "
+        how = "as on a device" if device is not None else "as read on this host"
+        found.append(f"Idle memory: pvinit's PID 1 + supervisor use {pss:.1f} MiB PSS ({how}), "
                      f"goal <= {GOAL_PSS_MB:.0f} MiB ({pss / GOAL_PSS_MB:.2f}x).")
     ours, theirs = figures["footprint.monitors.pss_mb"], \
         figures["footprint.reference.monitors.pss_mb"]
@@ -275,7 +302,7 @@ def losses(figures: dict[str, Figure]) -> list[str]:
         mine = figures[key]
         if mine is None or peer.value_mb >= mine:
             continue
-        what = "PSS" if key == "footprint.pss_mb" else "pvinit + Python deps"
+        what = "PSS" if key == "footprint.device_pss_mb" else "pvinit + Python deps"
         found.append(f"{peer.what.capitalize()}: {peer.peer} {peer.quoted} "
                      f"(published, not measured here) vs pvinit {mine:.1f} MiB ({what}; "
                      f"{mine / peer.value_mb:.1f}x).")
@@ -293,8 +320,12 @@ def markdown(figures: dict[str, Figure], sizes: dict[str, tuple[int | None, str]
     f = figures
     monitors = f["footprint.monitors.count"]
     rows = [
-        ("idle PSS, PID 1 + supervisor", _fmt(f["footprint.pss_mb"]), "", f"<= {GOAL_PSS_MB:g}"
-         " MiB"),
+        ("idle PSS, PID 1 + supervisor, as on a device", _fmt(f["footprint.device_pss_mb"]), "",
+         f"<= {GOAL_PSS_MB:g} MiB"),
+        ("PID 1 / supervisor, as on a device", f"{_fmt(f['footprint.pid1.device_pss_mb'])} / "
+         f"{_fmt(f['footprint.supervisor.device_pss_mb'])}", "", ""),
+        ("idle PSS, PID 1 + supervisor, as read on this host", _fmt(f["footprint.pss_mb"]), "",
+         ""),
         ("idle RSS, PID 1 + supervisor", _fmt(f["footprint.rss_mb"]), "", ""),
         ("PID 1 PSS / RSS", f"{_fmt(f['footprint.pid1.pss_mb'])} / "
          f"{_fmt(f['footprint.pid1.rss_mb'])}", "", ""),
@@ -313,7 +344,7 @@ def markdown(figures: dict[str, Figure], sizes: dict[str, tuple[int | None, str]
              "| --- | --- | ---: | ---: |"]
     for peer in PUBLISHED:
         mine = f[compared_key(peer)]
-        label = "PSS, PID 1 + supervisor" if compared_key(peer) == "footprint.pss_mb" \
+        label = "PSS, PID 1 + supervisor" if compared_key(peer) == "footprint.device_pss_mb" \
             else "pvinit + Python deps"
         peers.append(f"| {peer.peer} | {peer.what} | {peer.quoted} (published, not measured "
                      f"here) | {_fmt(mine)} ({label}) |")
@@ -328,7 +359,14 @@ def markdown(figures: dict[str, Figure], sizes: dict[str, tuple[int | None, str]
         "`/proc/<pid>/smaps_rollup` of pvinit's processes in the device's namespace: PID 1 "
         "and the supervisor (the goal of issue 3 is on their PSS), and liblxc's "
         "`[lxc monitor]` processes separately. Containers and the dev launcher (absent on a "
-        f"device) are not counted. Medians of {runs} run(s); `pvinit/` is byte-compiled "
+        "device) are not counted. **As on a device**: the kernel's PSS splits a page among "
+        "every process mapping it, and on this host the dev launcher and the benchmark itself "
+        "are Python too, so they take a share of the interpreter's code pages that on a device "
+        "PID 1 and the supervisor map alone. The device figure (the one the goal is judged "
+        "on) recomputes PSS from `/proc/<pid>/pagemap` with only the device's processes "
+        "(PID 1 and everything below it) counted as sharers; the host figure is "
+        "`smaps_rollup` as read. "
+        f"Medians of {runs} run(s); `pvinit/` is byte-compiled "
         "first. The reference is the `boot` section's lxc-start script on the same state; its "
         "monitors are read 2 s after its boot, once per run.",
         "",
