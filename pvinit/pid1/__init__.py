@@ -15,6 +15,27 @@ Defined here, not in ``init``, so the launcher need not import PID 1's loop
 (``ctypes``, mounts): it is on the path of every dev boot."""
 
 
+class suppress:
+    """``contextlib.suppress`` for PID 1, which does not import ``contextlib``.
+
+    ``contextlib`` brings ``collections`` and ``functools`` (~0.6 MiB of
+    heap); whatever PID 1 imports before it forks the supervisor ends up
+    in both processes, since the supervisor's reference counting copies
+    the pages it touches.
+    """
+
+    __slots__ = ("_kinds",)
+
+    def __init__(self, *kinds: type[BaseException]) -> None:
+        self._kinds = kinds
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, value: object, trace: object) -> bool:
+        return kind is not None and issubclass(kind, self._kinds)
+
+
 class SlotsRecord:
     """Base of PID 1's small records: ``==`` and ``repr`` over the subclass's ``__slots__``.
 

@@ -5,8 +5,13 @@ would raise KeyboardInterrupt in PID 1 (NOTES), and a SIGTERM sent to a
 namespace's init while it is not yet blocked would be dropped.
 """
 
-import signal
 import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:  # not signal: PID 1 does not import enum (see pvinit.pid1.syscalls)
+    import _signal as signal
 
 signal.pthread_sigmask(
     signal.SIG_BLOCK, set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}

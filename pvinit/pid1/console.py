@@ -10,9 +10,10 @@ the kernel.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
+
+from pvinit.pid1 import suppress
 
 PREFIX = "pvinit[1]: "
 _KMSG_INFO = b"<6>"
@@ -37,12 +38,12 @@ class Console:
         except Exception:  # noqa: BLE001, S110 - a lost console must not kill PID 1
             pass
         if self._kmsg_fd is not None:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 # /dev/kmsg takes one record per write(); keep it one line.
                 os.write(self._kmsg_fd, _KMSG_INFO + line.replace("\n", " ").encode()[:900])
 
     def close(self) -> None:
         if self._kmsg_fd is not None:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.close(self._kmsg_fd)
             self._kmsg_fd = None

@@ -26,23 +26,25 @@ configuration to reload, and a console hangup must not reboot a device.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import time
-from collections.abc import Sequence
 
-from pvinit.pid1 import BOOT_ID_ENV, SlotsRecord, mounts, syscalls
+from pvinit.pid1 import BOOT_ID_ENV, SlotsRecord, mounts, suppress, syscalls
 from pvinit.pid1.console import Console
 from pvinit.pid1.record import Action, ShutdownRecord, write_record
 from pvinit.pid1.watchdog import Watchdog
 
-# PID 1 does not import typing (with re ~1 MiB of its heap for life, see SlotsRecord): this
-# TYPE_CHECKING is a plain constant, which mypy takes as true like typing's.
+# PID 1 does not import typing (with re ~1 MiB of its heap for life, see SlotsRecord),
+# signal, enum or contextlib (see pvinit.pid1.syscalls): this TYPE_CHECKING is a plain
+# constant, which mypy takes as true like typing's.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
+    from collections.abc import Sequence
     from typing import NoReturn
+else:
+    import _signal as signal
 
 
 def interpreter_flags() -> tuple[str, ...]:
@@ -114,10 +116,10 @@ SIGNAL_ACTIONS: dict[int, Action] = {
 
 
 def signal_name(signo: int) -> str:
-    try:
-        return signal.Signals(signo).name
-    except ValueError:
-        return f"signal {signo}"
+    """``SIGTERM`` for 15; where two names share a number, the one ``signal.Signals`` uses."""
+    names = sorted(name for name in dir(signal) if name.startswith("SIG")
+                   and not name.startswith("SIG_") and getattr(signal, name) == signo)
+    return names[0] if names else f"signal {signo}"
 
 
 def describe_wait_status(status: int) -> str:
@@ -176,7 +178,7 @@ def spawn_clean(argv: Sequence[str], env: dict[str, str]) -> int:
             os.execvpe(argv[0], list(argv), env)  # noqa: S606 - argv, no shell, by design
         except BaseException as error:  # noqa: BLE001 - report, then die
             code = error.errno if isinstance(error, OSError) and error.errno else 0
-            with contextlib.suppress(BaseException):
+            with suppress(BaseException):
                 os.write(write_end, str(code).encode())
         os._exit(127)
     os.close(write_end)
@@ -196,7 +198,7 @@ def spawn_clean(argv: Sequence[str], env: dict[str, str]) -> int:
 def _reset_signals() -> None:
     """Default disposition for every catchable signal, then an empty mask."""
     for signo in syscalls.ALL_CATCHABLE:
-        with contextlib.suppress(OSError, ValueError):
+        with suppress(OSError, ValueError):
             signal.signal(signo, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
@@ -216,7 +218,7 @@ def fork_supervisor(env: dict[str, str]) -> int:
     every path ends in ``os._exit``.
     """
     for stream in (sys.stdout, sys.stderr):  # or the child would write PID 1's buffers again
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             stream.flush()
     pid = os.fork()
     if pid != 0:
@@ -230,7 +232,7 @@ def fork_supervisor(env: dict[str, str]) -> int:
         os.closerange(3, 1 << 16)  # the watchdog, /dev/kmsg: PID 1's alone
         os.environ.clear()
         os.environ.update(env)
-        with contextlib.suppress(OSError, ValueError, IndexError):
+        with suppress(OSError, ValueError, IndexError):
             syscalls.Libc().set_process_title(SUPERVISOR_TITLE)
         import gc
 
@@ -241,13 +243,13 @@ def fork_supervisor(env: dict[str, str]) -> int:
     except SystemExit as leaving:
         code = leaving.code if isinstance(leaving.code, int) else 1
     except BaseException:  # noqa: BLE001 - the supervisor's crash, told; PID 1 reboots
-        with contextlib.suppress(BaseException):
+        with suppress(BaseException):
             import traceback
 
             traceback.print_exc()
     finally:
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(BaseException):
+            with suppress(BaseException):
                 stream.flush()
         os._exit(code)
 
@@ -450,7 +452,7 @@ class Pid1:
             return
         self.log(f"TEST HOOK {TEST_HANG_ENV}=testing: revision {booted} is testing; "
                  "freezing every process and no longer pinging the watchdog")
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.kill(-1, signal.SIGSTOP)  # everyone but PID 1
         while True:  # hung: no reaping, no pings, until the watchdog resets the machine
             time.sleep(3600)
@@ -569,7 +571,7 @@ class Pid1:
         pid = self.supervisor_pid
         if pid is None:
             return
-        with contextlib.suppress(ProcessLookupError):
+        with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         if not self._wait_children(self.config.stop_grace, "supervisor"):
             self.log(f"supervisor still running after {self.config.stop_grace}s")
@@ -605,7 +607,7 @@ class Pid1:
                 if attempt % 60 == 0:
                     self.log(f"reboot(2) failed: {error!r}; retrying")
             attempt += 1
-            with contextlib.suppress(BaseException):  # not even a signal ends PID 1
+            with suppress(BaseException):  # not even a signal ends PID 1
                 time.sleep(1.0)
 
 

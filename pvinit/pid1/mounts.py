@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable
 
 from pvinit.errors import RefusedError
 from pvinit.pid1 import SlotsRecord, syscalls
@@ -41,7 +40,11 @@ from pvinit.pid1.syscalls import (
     MS_REMOUNT,
 )
 
-Log = Callable[[str], None]
+TYPE_CHECKING = False  # not typing's, nor collections.abc at run time: see pvinit.pid1.syscalls
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    Log = Callable[[str], None]
 
 MOUNTINFO = "/proc/self/mountinfo"
 

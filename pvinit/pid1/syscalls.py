@@ -15,10 +15,21 @@ Failures are ``OSError`` with the errno the kernel returned, like ``os``.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
-import signal
+
+from pvinit.pid1 import suppress
+
+# PID 1 imports neither ``signal`` (which builds its enums with ``enum``,
+# ~0.7 MiB of heap) nor ``contextlib``: it runs on ``_signal``, the C
+# module ``signal`` wraps, with the same functions and constants as ints.
+# mypy reads the typed ``signal``.  TYPE_CHECKING is a plain constant,
+# which mypy takes as true like typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:
+    import _signal as signal
 
 # mount(2) flags (linux/mount.h)
 MS_RDONLY = 0x1
@@ -161,7 +172,7 @@ class Libc:
     def kill_all(self, sig: int) -> None:
         """kill(-1, sig): every process but PID 1 itself; only PID 1 may call it."""
         _require_pid1("kill(-1)")
-        with contextlib.suppress(ProcessLookupError):  # nothing left to signal
+        with suppress(ProcessLookupError):  # nothing left to signal
             os.kill(-1, sig)
 
 
