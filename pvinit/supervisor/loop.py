@@ -41,6 +41,7 @@ from pvinit.containers.driver import ContainerDriver
 from pvinit.errors import NotFoundError, PvError
 from pvinit.record import record
 from pvinit.state.documents import Group
+from pvinit.supervisor import memory
 from pvinit.supervisor.log import SupervisorLog
 from pvinit.supervisor.recovery import Verdict, decide_exit
 from pvinit.supervisor.runtime import (
@@ -161,6 +162,7 @@ class Supervisor:
         self.updates: UpdateCoordinator | None = None
         self.control: ControlServer | None = None  # the control socket (pvinit.control)
         self._control_tried = False
+        self._memory_report_at: float | None = None  # once, REPORT_AFTER s into RUNNING
 
     # -- status -----------------------------------------------------------------
 
@@ -306,6 +308,8 @@ class Supervisor:
             return 0.0  # the next group may start now: act() must not wait for a timer
         timers = [run.deadline for run in self.groups if run.status is GroupStatus.STARTING]
         timers += [u.restart_at for u in self.units if u.restart_at is not None]
+        if self._memory_report_at is not None:
+            timers.append(self._memory_report_at)
         if self.updates is not None:
             deadline = self.updates.next_deadline()
             if deadline is not None:
@@ -388,6 +392,11 @@ class Supervisor:
                 self.updates.tick()
                 self.updates.start_worker()
             release_free_memory()
+            self._memory_report_at = time.monotonic() + memory.REPORT_AFTER
+        if self._memory_report_at is not None and now >= self._memory_report_at:
+            self._memory_report_at = None
+            mine = memory.describe(memory.read_memory(os.getppid()), memory.read_memory("self"))
+            self.log(f"memory once idle: {mine}")
         for unit in self.units:
             if unit.restart_at is not None and now >= unit.restart_at:
                 unit.restart_at = None
