@@ -12,7 +12,6 @@ that reading a revision and writing it back gives the same bytes.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Collection, Mapping
@@ -21,7 +20,9 @@ from pvinit.errors import InvalidStateError
 from pvinit.typecheck import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeVar
+
+    JsonT = TypeVar("JsonT")
 
 #: Names of containers, groups and volumes: they become directory names,
 #: LXC container names and cgroup names.
@@ -188,17 +189,34 @@ class FieldReader:
             return None
         if not isinstance(value, dict):
             raise self._fail(name, "an object", value)
-        return copy.deepcopy(value)
+        return json_copy(value)
 
     def extra(self) -> dict[str, Any]:
         """The fields nobody read: kept verbatim for newer readers."""
-        return {k: copy.deepcopy(v) for k, v in self.data.items() if k not in self._read}
+        return {k: json_copy(v) for k, v in self.data.items() if k not in self._read}
 
     def given(self) -> frozenset[str]:
         """The known fields that were present in the document."""
         return frozenset(name for name in self._read if name in self.data)
 
 
+def json_copy(value: JsonT) -> JsonT:
+    """A deep copy of a JSON value: new dicts and lists, the immutable scalars shared.
+
+    Not ``copy.deepcopy``: JSON has no cycles, no shared parts to preserve and
+    no other mutable types, and ``copy`` (with ``weakref``) would be ~0.12 MiB
+    more in the supervisor's heap for its whole life.
+    """
+    copied: Any = value
+    if isinstance(value, dict):
+        copied = {key: json_copy(item) for key, item in value.items()}
+    elif isinstance(value, list):
+        copied = [json_copy(item) for item in value]
+    elif isinstance(value, tuple):
+        copied = tuple(json_copy(item) for item in value)
+    return copied  # type: ignore[no-any-return]
+
+
 def frozen_copy(value: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of a JSON object, for ``to_dict`` results callers may mutate."""
-    return copy.deepcopy(dict(value))
+    return {key: json_copy(item) for key, item in value.items()}

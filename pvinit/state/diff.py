@@ -18,7 +18,6 @@ that does not hash to ``to`` an IntegrityError.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from pvinit.errors import ConflictError, IntegrityError, InvalidStateError
 from pvinit.objects.ids import is_object_id
 from pvinit.record import field, record
+from pvinit.state._fields import json_copy
 from pvinit.state.canonical import canonical_bytes
 from pvinit.state.model import BSP_DIR, DEVICE_KEY, SPEC_KEY, Entry, State
 
@@ -82,8 +82,8 @@ class StateDiff:
             "#diff": DIFF_SPEC,
             "from": self.old_digest,
             "to": self.new_digest,
-            "added": {key: copy.deepcopy(self.values[key]) for key in self.added},
-            "changed": {key: copy.deepcopy(self.values[key]) for key in self.changed},
+            "added": {key: json_copy(self.values[key]) for key in self.added},
+            "changed": {key: json_copy(self.values[key]) for key in self.changed},
             "removed": list(self.removed),
             "parts": {name: part.to_dict() for name, part in self.parts.items()},
         }
@@ -191,11 +191,11 @@ def apply_diff(
     for key, value in changed.items():
         if key not in entries:
             raise ConflictError("changes a key the base does not have", where=f"{where}:{key}")
-        entries[key] = copy.deepcopy(value)
+        entries[key] = json_copy(value)
     for key, value in added.items():
         if key in entries:
             raise ConflictError("adds a key the base already has", where=f"{where}:{key}")
-        entries[key] = copy.deepcopy(value)
+        entries[key] = json_copy(value)
     result = State.from_dict(entries, where=where)
     if result.digest != target:
         raise IntegrityError(f"applying the diff gave {result.digest}, not {target}", where=where)

@@ -30,13 +30,12 @@ Inline documents returned by :attr:`State.entries` and
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from pvinit.errors import InvalidStateError, NotFoundError
 from pvinit.objects.ids import check_object_id, metadata_sha256
-from pvinit.state._fields import NAME_RE, field_where, kind_of
+from pvinit.state._fields import NAME_RE, field_where, json_copy, kind_of
 from pvinit.state.canonical import canonical_bytes, check_json_value, parse_json
 from pvinit.state.documents import (
     AutoRecovery,
@@ -169,7 +168,7 @@ class State:
                         f"a .json key holds an inline JSON object, got {kind_of(value)}", where=at
                     )
                 check_json_value(value, where=at)
-                entries[key] = copy.deepcopy(value)
+                entries[key] = json_copy(value)
             else:
                 if not isinstance(value, str):
                     raise InvalidStateError(
@@ -243,7 +242,7 @@ class State:
 
     def to_dict(self) -> dict[str, Any]:
         """A deep copy of the revision, equal to the dict it was built from."""
-        return copy.deepcopy(self._entries)
+        return json_copy(self._entries)
 
     def canonical_bytes(self) -> bytes:
         """The bytes that are hashed, signed and stored as ``state.json``."""

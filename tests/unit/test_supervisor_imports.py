@@ -32,7 +32,8 @@ BOOT_MODULES = (
 )
 NOT_AT_BOOT = (
     "typing", "dataclasses", "inspect", "ast", "datetime", "shutil", "bz2", "lzma", "runpy",
-    "hashlib", "_hashlib", "argparse", "logging", "lxc", "subprocess", "locale",
+    "hashlib", "_hashlib", "argparse", "logging", "lxc", "subprocess", "locale", "copy",
+    "weakref",
 )
 
 
