@@ -173,9 +173,6 @@ def open_boot_env(kind: str, path: str | Path, **options: object) -> BootEnv:
     ``options`` go to the backend (``size``, ``redundant``, ``defaults``,
     ``lockfile`` for ``uboot``); an unknown kind or option is a BadInputError naming it.
     """
-    from pvinit.boot.grub import GrubEnv
-    from pvinit.boot.uboot import UBootEnv
-
     if kind == "file":
         allowed: frozenset[str] = frozenset()
     elif kind == "grub":
@@ -194,6 +191,10 @@ def open_boot_env(kind: str, path: str | Path, **options: object) -> BootEnv:
         )
     if kind == "file":
         return FileBootEnv(path)
-    if kind == "grub":
+    if kind == "grub":  # each backend imported only when it is the one used
+        from pvinit.boot.grub import GrubEnv
+
         return GrubEnv(path)
+    from pvinit.boot.uboot import UBootEnv
+
     return UBootEnv.from_options(path, options)
