@@ -1,6 +1,6 @@
 """Watching inbox directories for bundles: inotify when it works, a slow scan always.
 
-The update worker thread (:class:`pvinit.supervisor.updates.UpdateWorker`)
+The update worker thread (:class:`pvinit.supervisor.worker.UpdateWorker`)
 watches ``<storage>/inbox`` and every configured ``inbox_paths`` directory
 (a USB stick's mount point) with inotify (:mod:`pvinit.supervisor.inotify`)
 for ``IN_CLOSE_WRITE`` and ``IN_MOVED_TO``.  When inotify cannot be set up

@@ -10,35 +10,24 @@ The main loop calls three things, in its fixed order:
   under test and commits it or rolls it back;
 - :meth:`UpdateCoordinator.stop` on the way down.
 
-Downloads run in one worker thread (:class:`UpdateWorker`) that watches the
-inboxes (inotify, :mod:`pvinit.supervisor.inbox`) and polls the remote, and
-only ever touches storage (journal, objects, trails); containers, the boot
-environment and the refs are changed from the main loop only, so no lock is
-needed beyond the queue between the two.
+Downloads run in one worker thread (:class:`pvinit.supervisor.worker.UpdateWorker`,
+imported once every group started: a boot does not wait for ``threading`` and
+the inbox watcher) that watches the inboxes and polls the remote, and only
+ever touches storage (journal, objects, trails); containers, the boot
+environment and the refs are changed from the main loop only, so nothing is
+shared between the two but the deque of prepared updates (``append`` and
+``popleft`` are atomic).
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
-from pvinit import durable
-from pvinit.errors import PvError, TransportError
+from pvinit.errors import PvError
 from pvinit.record import record
-from pvinit.supervisor.inbox import (
-    FALLBACK_SCAN,
-    POLL_SCAN,
-    SETTLE,
-    FileId,
-    InboxWatcher,
-    list_bundles,
-    settled,
-    writable,
-)
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
 from pvinit.typecheck import TYPE_CHECKING, Protocol
@@ -46,15 +35,14 @@ from pvinit.update.bootloader import open_device_bootenv
 from pvinit.update.bootplan import BootFacts, BootPlan, plan_boot
 from pvinit.update.journal import list_journals, read_journal, write_journal
 from pvinit.update.machine import UpdateState
-from pvinit.update.settings import DeviceSettings, RemoteSettings, load_settings
+from pvinit.update.settings import load_settings
 
 if TYPE_CHECKING:  # the engine pulls in cryptography, zstandard, http: only when updating
-    from pvinit.transport.sources import UpdateSource
+    from pvinit.supervisor.worker import UpdateWorker
     from pvinit.update.engine import Prepared, UpdateEngine
 
 Log = Callable[[str], None]
 BOOT_REV_ENV = "pv_boot_rev"  # what BootChoice.as_environ passes, like a kernel cmdline word
-INBOX_POLL = 1.0
 
 
 class LoopHooks(Protocol):
@@ -80,195 +68,6 @@ class Health:
     """Monotonic time when the last container's stable_timeout is met (0: none)."""
 
 
-class UpdateWorker(threading.Thread):
-    """Watches the inboxes and polls the remote; prepares one update at a time.
-
-    Inboxes are ``<storage>/inbox`` and the settings' ``inbox_paths``, watched
-    with inotify (:mod:`pvinit.supervisor.inbox`), with a slow fallback scan.
-    A bundle is judged where it lies and moved to ``done/`` or ``failed/``
-    beside it (with ``<name>.reason`` when refused).  A bundle in a directory
-    the device cannot write (a read-only stick) is copied into
-    ``<storage>/inbox`` as ``copy-<name>`` instead, and the stick is left
-    alone: its outcome is recorded under ``<storage>/inbox/``; the copy is
-    remembered by size, mtime and inode until the next boot (after a reboot
-    the same bundle is copied again and found "not new").
-    """
-
-    def __init__(self, layout: StorageLayout, engine: Callable[[], UpdateEngine],
-                 settings: DeviceSettings, *, log: Log,
-                 deliver: Callable[[Prepared], None]) -> None:
-        super().__init__(name="pvinit-update", daemon=True)
-        self.layout = layout
-        self.engine = engine  # created on first use: an idle device never loads it
-        self.settings = settings
-        self.log = log
-        self.deliver = deliver
-        self.stopping = threading.Event()
-        self.idle = threading.Event()
-        self.idle.set()
-        self.inbox = layout.root / "inbox"
-        self.inboxes = [self.inbox, *(Path(p) for p in settings.inbox_paths)]
-        self._watcher: InboxWatcher | None = None
-        self._seen: dict[Path, FileId] = {}
-        self._copied: dict[Path, FileId] = {}
-        self._next_scan = 0.0
-        self._next_remote = 0.0
-        self._backoff = 5.0
-
-    def run(self) -> None:
-        try:
-            durable.makedirs(self.inbox)  # so it can be watched from the start
-        except OSError as error:
-            self.log(f"inbox: cannot create {self.inbox}: {error}")
-        watcher = InboxWatcher(self.inboxes, log=self.log)
-        self._watcher = watcher
-        try:
-            while not self.stopping.is_set():
-                self.idle.wait()
-                if self.stopping.is_set():
-                    return
-                try:
-                    self._once()
-                except Exception as error:  # noqa: BLE001 - the worker must outlive any update
-                    self.log(f"update worker: {type(error).__name__}: {error}")
-                    self._next_scan = time.monotonic() + INBOX_POLL
-                watcher.wait(self._sleep())
-        finally:
-            self._watcher = None
-            watcher.close()
-
-    def stop(self) -> None:
-        """Ask the thread to end (it may be waiting for events or for the loop)."""
-        self.stopping.set()
-        self.idle.set()
-        watcher = self._watcher
-        if watcher is not None:
-            watcher.wake()
-
-    def _sleep(self) -> float:
-        deadlines = [self._next_scan]
-        if self.settings.remote is not None:
-            deadlines.append(self._next_remote)
-        return max(0.0, min(deadlines) - time.monotonic())
-
-    def _once(self) -> None:
-        watcher = self._watcher
-        if watcher is None or watcher.rescan or time.monotonic() >= self._next_scan:
-            self._scan(watcher)
-        remote = self.settings.remote
-        if remote is not None and self.idle.is_set() and time.monotonic() >= self._next_remote:
-            self._from_remote(remote)
-
-    def _scan(self, watcher: InboxWatcher | None) -> None:
-        announced: set[Path] = set()
-        if watcher is not None:
-            announced, watcher.announced = watcher.announced, set()
-            watcher.rescan = False
-            watcher.refresh()
-        listing: dict[Path, FileId] = {}
-        for directory in self.inboxes:
-            listing.update(list_bundles(directory))
-        # Driven by hand (no watcher: ``_once`` called outside ``run``), every bundle is taken.
-        ready = settled(listing, self._seen, announced if watcher is not None else listing)
-        self._seen = listing
-        pending = len(listing) > len(ready)
-        for bundle in ready:
-            if self.stopping.is_set():
-                return
-            if not self.idle.is_set():
-                pending = True  # one update at a time: the rest waits for the next scan
-                break
-            self._take(bundle, listing[bundle])
-        slow = FALLBACK_SCAN if watcher is not None and watcher.inotify else POLL_SCAN
-        self._next_scan = time.monotonic() + (SETTLE if pending else slow)
-
-    def _take(self, bundle: Path, ident: FileId) -> None:
-        if not bundle.is_file():
-            return  # taken away since the scan
-        directory = bundle.parent
-        if directory != self.inbox and not writable(directory):
-            if self._copied.get(bundle) != ident:
-                self._copied[bundle] = ident
-                self._copy_in(bundle)
-            return
-        self._from_bundle(bundle)
-
-    def _copy_in(self, bundle: Path) -> None:
-        """Copy a bundle from a read-only directory into the inbox (the stick stays untouched)."""
-        n, target = 0, self.inbox / f"copy-{bundle.name}"
-        while any(p.exists() for p in (target, self.inbox / "done" / target.name,
-                                       self.inbox / "failed" / target.name)):
-            n += 1
-            target = self.inbox / f"copy-{n}-{bundle.name}"
-        try:
-            with open(bundle, "rb") as reader, durable.save_file(target, name="inbox") as out:
-                while block := reader.read(1 << 20):
-                    out.write(block)
-        except OSError as error:
-            self.log(f"inbox: cannot copy {bundle} from its read-only directory: {error}")
-            return
-        self.log(f"inbox: {bundle} is on a read-only directory: copied as {target}")
-
-    def _offer(self, source: UpdateSource) -> Prepared | None:
-        prepared = self.engine().prepare(source)
-        if prepared is not None:
-            self.idle.clear()  # one update at a time: wait until the loop is done with it
-            self.deliver(prepared)
-        return prepared
-
-    def _refusal(self, source: UpdateSource) -> str:
-        """Why ``prepare`` took nothing from ``source`` ("" when it was simply not new)."""
-        from pvinit.signing.envelope import Envelope
-
-        envelope = Envelope.from_json(source.envelope_bytes(), source=source.describe())
-        journal = read_journal(self.layout, envelope.revision)
-        if journal is not None and journal.state in (UpdateState.WONTGO, UpdateState.ERROR):
-            return f"revision {envelope.revision} {journal.state.value}: {journal.reason}"
-        committed = self.engine().last_committed()
-        if journal is None and committed is not None and envelope.revision <= committed:
-            return (f"revision {envelope.revision} is not newer than the committed revision "
-                    f"{committed} (a replay or downgrade)")
-        return ""
-
-    def _from_bundle(self, bundle: Path) -> None:
-        """Judge one bundle; move it to ``done/`` or ``failed/`` beside it, with the reason."""
-        from pvinit.transport.sources import BundleSource
-
-        outcome, reason = "done", ""
-        try:
-            source = BundleSource(bundle)
-            if self._offer(source) is not None:
-                # Handed to the loop: the bundle stays until the update is journalled
-                # TESTING or final, so a power cut before that finds it again.
-                return
-            reason = self._refusal(source)
-            outcome = "failed" if reason else "done"
-        except (PvError, OSError) as error:  # a bad bundle must not be retried forever
-            outcome, reason = "failed", str(error)
-        self.log(f"inbox: {bundle}: {outcome}{': ' + reason if reason else ''}")
-        target = bundle.parent / outcome
-        durable.makedirs(target)
-        os.replace(bundle, target / bundle.name)
-        if reason:
-            durable.write_file(target / f"{bundle.name}.reason", (reason + "\n").encode())
-
-    def _from_remote(self, remote: RemoteSettings) -> None:
-        from pvinit.transport.oci import open_remote
-        from pvinit.transport.sources import RemoteSource
-
-        url, interval = remote.url, remote.poll_interval
-        try:
-            repo = open_remote(url, auth=remote.auth)  # http(s)://, file://, oci:// alike
-            self._offer(RemoteSource(repo, remote.channel))
-        except TransportError as error:
-            self.log(f"remote {url}: {error}; retrying in {self._backoff:.0f}s")
-            self._next_remote = time.monotonic() + self._backoff
-            self._backoff = min(self._backoff * 2, max(interval, 5.0))
-            return
-        self._backoff = 5.0
-        self._next_remote = time.monotonic() + interval
-
-
 class UpdateCoordinator:
     def __init__(self, layout: StorageLayout, hooks: LoopHooks, *, log: Log,
                  environ: dict[str, str] | None = None) -> None:
@@ -282,7 +81,7 @@ class UpdateCoordinator:
         self.testing: int | None = None
         self.test_started = 0.0
         self._baseline: Health | None = None
-        self._queue: queue.Queue[Prepared] = queue.Queue()
+        self._prepared: deque[Prepared] = deque()  # from the worker thread
         self.worker: UpdateWorker | None = None
 
     @property
@@ -344,13 +143,21 @@ class UpdateCoordinator:
             self.bootenv.update({"pv_rev": str(revision)})
 
     def start_worker(self) -> None:
-        def deliver(prepared: Prepared) -> None:
-            self._queue.put(prepared)
-            self.hooks.wake()
+        from pvinit.supervisor.worker import UpdateWorker
 
         self.worker = UpdateWorker(self.layout, lambda: self.engine, self.settings,
-                                   log=self.log, deliver=deliver)
+                                   log=self.log, deliver=self.deliver)
         self.worker.start()
+
+    def deliver(self, prepared: Prepared) -> None:
+        """From the worker thread: a prepared update for the loop's next turn."""
+        self._prepared.append(prepared)
+        self.hooks.wake()
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether a delivered update waits for :meth:`tick`."""
+        return bool(self._prepared)
 
     # -- every turn ---------------------------------------------------------------
     def tick(self) -> None:
@@ -358,8 +165,8 @@ class UpdateCoordinator:
             self._judge(self.testing)
             return
         try:
-            prepared = self._queue.get_nowait()
-        except queue.Empty:
+            prepared = self._prepared.popleft()
+        except IndexError:
             return
         if prepared.reboot:
             self.engine.begin_try(prepared)

@@ -48,7 +48,8 @@ from pvinit.signing.trust import TrustPolicy, sign_envelope
 from pvinit.state.canonical import canonical_bytes
 from pvinit.supervisor.log import SupervisorLog
 from pvinit.supervisor.loop import choose_revision
-from pvinit.supervisor.updates import Health, UpdateCoordinator, UpdateWorker
+from pvinit.supervisor.updates import Health, UpdateCoordinator
+from pvinit.supervisor.worker import UpdateWorker
 from pvinit.trails.install import install_revision, load_trail
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
@@ -222,7 +223,7 @@ class Device:
         self._phase("prepare")
         self.worker._once()
         while not self.delivered.empty():
-            self.coordinator._queue.put(self.delivered.get())
+            self.coordinator.deliver(self.delivered.get())
 
     def run(self) -> None:
         """Run until nothing is left to do, rebooting when the supervisor asks to."""
@@ -234,7 +235,7 @@ class Device:
             if self.loop.reboot_requested:
                 self.boot()
                 continue
-            idle = self.coordinator.testing is None and self.coordinator._queue.empty()
+            idle = self.coordinator.testing is None and not self.coordinator.has_pending
             inbox = self.storage / "inbox"
             if idle and not list(inbox.glob("*.pvb")):
                 return

@@ -178,7 +178,9 @@ def test_an_app_change_is_applied_without_reboot_and_committed(updater: Updater)
     u.drop(u.bundle(GROUPS, base_containers(app_env="2"), name="r2.pvb"))
     u.wait("revision 2 UPDATED", lambda: u.journal_state(2) == "UPDATED")
     assert u.env()["pv_rev"] == "2" and "pv_try" not in u.env()
-    assert read_ref(u.dev.layout, "done") == 2 and read_ref(u.dev.layout, "current") == 2
+    # The refs move after the journal says UPDATED (engine.commit's order): wait, do not race.
+    u.wait("refs done and current at 2", lambda: read_ref(u.dev.layout, "done") == 2
+           and read_ref(u.dev.layout, "current") == 2)
     log = u.dev.log_text()
     assert "platform: STOPPED" not in log  # only the app restarted
     assert u.boots() == 0
@@ -196,7 +198,8 @@ def test_a_device_change_reboots_into_try_and_commits(updater: Updater) -> None:
     u.wait("revision 2 DONE", lambda: u.journal_state(2) == "DONE")
     assert u.boots() == 1
     assert u.env().get("pv_rev") == "2" and "pv_try" not in u.env()
-    assert read_ref(u.dev.layout, "done") == 2 and read_ref(u.dev.layout, "try") is None
+    u.wait("refs done at 2, no try", lambda: read_ref(u.dev.layout, "done") == 2
+           and read_ref(u.dev.layout, "try") is None)
 
 
 def test_a_container_exiting_during_testing_rolls_back_and_is_not_tried_again(

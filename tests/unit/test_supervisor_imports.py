@@ -6,7 +6,9 @@ reboot (issue 3: idle memory, boot time).  ``typing``, ``dataclasses`` (with
 ``lzma``), ``runpy`` and OpenSSL are each used by updates, builds or type
 checking only, so they must be imported where those need them.  python-lxc's
 ``lxc`` package (with ``subprocess`` and ``locale``) is not needed at all: the
-driver uses its C binding ``_lxc``.
+driver uses its C binding ``_lxc``.  The update worker and the inbox watcher
+are imported once every group started, the control server once the first
+group is on its way; ``queue`` is not needed at all.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 BOOT_MODULES = (
     "pvinit.pid1.init",
     "pvinit.supervisor.main",
-    "pvinit.supervisor.inbox",
     "pvinit.supervisor.updates",
     "pvinit.containers.lxc_driver",
     "pvinit.control.server",
@@ -33,7 +34,7 @@ BOOT_MODULES = (
 NOT_AT_BOOT = (
     "typing", "dataclasses", "inspect", "ast", "datetime", "shutil", "bz2", "lzma", "runpy",
     "hashlib", "_hashlib", "argparse", "logging", "lxc", "subprocess", "locale", "copy",
-    "weakref",
+    "weakref", "queue",
 )
 
 
