@@ -88,7 +88,12 @@ def test_report_puts_headline_figures_losses_and_every_key_in_the_markdown(
     assert "| `update.kernel.bytes.pvinit` | bytes | null |" in text  # measured as missing
     assert "| `scale.duration_s` | not run | \u2014 |" in text  # not in this run at all
     assert ("| Idle memory, PID 1 + supervisor (PSS) | **17.2 MiB** | Atym agent, published |"
-            in text)
+            in text)  # a run without the device figure (not root) shows the host's
+    footprint.figures["footprint.device_pss_mb"] = 20.1
+    text = render_report(info(), [boot, size, footprint], keys, plots, tmp_path)
+    assert ("| Idle memory, PID 1 + supervisor (PSS as on a device) | **20.1 MiB** | "
+            "Atym agent, published |") in text
+    assert "(PSS as read on this host, where other Python processes share" in text
     for figure in PUBLISHED:
         if figure.peer == "Atym agent":
             assert figure.quoted in text  # quoted beside ours, as published
