@@ -108,7 +108,6 @@ class InboxWatcher:
         self._closed = False
         self._inotify: Inotify | None = None
         self._watches: dict[Path, tuple[tuple[int, int], int]] = {}
-        self._watched: dict[int, Path] = {}
         self._mountinfo: BinaryIO | None = None
         self._setup()
 
@@ -129,11 +128,10 @@ class InboxWatcher:
     def _take_events(self) -> None:
         assert self._inotify is not None
         for event in self._inotify.read_events():
-            directory = self._watched.get(event.wd)
+            directory = next((d for d, (_, wd) in self._watches.items() if wd == event.wd), None)
             if event.mask & IN_IGNORED:  # deleted or unmounted: the next refresh() re-adds it
-                self._watched.pop(event.wd, None)
                 if directory is not None:
-                    self._watches.pop(directory, None)
+                    del self._watches[directory]
             elif directory is not None and event.name:
                 self.announced.add(directory / event.name)
             self.rescan = True  # IN_Q_OVERFLOW included: events were lost, look for yourself
@@ -150,7 +148,6 @@ class InboxWatcher:
             if old is not None:
                 with contextlib.suppress(OSError):  # already gone with its directory
                     self._inotify.rm_watch(old[1])
-                self._watched.pop(old[1], None)
                 del self._watches[directory]
             if ident is None:
                 continue
@@ -163,7 +160,6 @@ class InboxWatcher:
             if old is not None:  # a technician's stick: say it was seen
                 self.log(f"inbox: {directory} is another directory now (a mount); watching it")
             self._watches[directory] = (ident, wd)
-            self._watched[wd] = directory
             self.rescan = True
 
     def wait(self, timeout: float) -> None:
