@@ -1,29 +1,4 @@
-"""The LXC container driver: the one module that imports python-lxc.
-
-Works with PyPI's python-lxc 3.0.4 and Debian's python3-lxc 5.0 by using only
-calls both have, and by not trusting python-lxc's ``set_config_item``
-wrapper (it reads the value back and reports ``False`` when liblxc
-normalised it, e.g. ``SIGTERM`` -> ``15``, and *clears list keys* before
-setting them).  Instead the driver writes the container's ``config`` file
-itself from :func:`~pvinit.containers.lxcconf.lxc_config` and lets liblxc
-load it; keys are first tried one by one on a throw-away container object,
-so a key liblxc rejects is named in the error instead of a bare
-"error during init".
-
-The driver uses python-lxc's C binding, ``_lxc.Container``, the class
-``lxc.Container`` extends: every call it makes is the binding's own
-(``lxc.Container`` adds network helpers and wrappers the driver never
-calls).  ``import lxc`` would also load ``subprocess`` and ``locale``,
-~0.45 MiB the idle supervisor held for nothing.
-
-python-lxc reports failures as ``False``/``-1``; the reason is read from the
-container's ``lxc.log`` (see :mod:`pvinit.containers.lxclog`).
-
-Exit detection: at start the driver opens a pidfd on the container's init
-(``os.pidfd_open``, Linux >= 5.3).  It becomes readable when the init
-exits, so the supervisor puts :meth:`LxcDriver.exit_fd` in its poll set
-and wakes at once, without polling liblxc's monitor.  The exit status
-comes from liblxc's log ("Child <pid> ended on error (N)").
+"""The LXC container driver: LXC's ``lxc-start`` runs them, two pidfds watch each one.
 
 Start: through LXC's own ``lxc-start -d`` binary, not python-lxc's
 ``start()``.  Both run the same liblxc code, but ``start()`` forks the
@@ -32,18 +7,27 @@ the Python supervisor (~7 MiB PSS each, ~20 MiB for three containers
 against ~2.5 MiB for three ``lxc-start`` monitors).  ``lxc-start`` is
 spawned with an empty signal mask and default dispositions (liblxc hands
 its caller's mask down to the container's init; NOTES), and returns once
-the container is RUNNING or failed, like ``start()``.  Without the binary
-(liblxc installed, the ``lxc`` tools not) the driver falls back to
-``start()``.  python-lxc is still used for state, init pid and stop.
+the container is RUNNING or failed.  ``-p`` makes it write its monitor's
+pid.
 
-Never ``lxc.Container.destroy()``: for a ``dir:`` rootfs it deletes the
-rootfs, i.e. the contents of the overlay, persistent upper dir included.
+Watching: at start the driver opens a pidfd on the container's init and
+one on its monitor (``os.pidfd_open``, Linux >= 5.3).  The init's becomes
+readable when the init exits, so the supervisor puts :meth:`LxcDriver.exit_fd`
+in its poll set and wakes at once; the monitor's when liblxc finished
+tearing the container down (STOPPED).  Stopping sends the configured
+``lxc.signal.halt`` and then SIGKILL through the init's pidfd, as liblxc
+would, and waits for the monitor.  The exit status comes from liblxc's log
+("Child <pid> ended on error (N)", see :mod:`pvinit.containers.lxclog`),
+as does the reason a start failed.
+
+So the supervisor never loads liblxc: what only python-lxc can do (check a
+definition's keys, look at a container another driver started, start one
+where the ``lxc`` tools are not installed) runs in a short-lived fork
+(:mod:`pvinit.containers.liblxc`).
+
 :meth:`LxcDriver.destroy` removes only the container's config directory.
 
-Not thread-safe: the supervisor calls it from its one loop.  With the
-fallback ``start()``, the caller's signal mask is inherited by the
-container's init; call :meth:`start` with no signals blocked (the
-supervisor is not PID 1, see DESIGN.md).
+Not thread-safe: the supervisor calls it from its one loop.
 """
 
 from __future__ import annotations
@@ -56,56 +40,32 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import _lxc
-
 from pvinit import durable
-from pvinit.containers import lxclog
+from pvinit.containers import liblxc, lxclog
 from pvinit.containers.driver import ContainerDriver
-from pvinit.containers.lxcconf import host_has_apparmor, lxc_config, render_config
+from pvinit.containers.lxcconf import host_has_apparmor, lxc_config, parse_config, render_config
 from pvinit.containers.spec import ContainerSpec, check_container_name
-from pvinit.errors import BadInputError, BusyError, ExternalToolError, NotFoundError, PvError
+from pvinit.errors import BusyError, ExternalToolError, NotFoundError, PvError
 from pvinit.record import record
-from pvinit.typecheck import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from typing import Any
-
-#: Name of the throw-away container object keys are tried on (not a valid container name).
-_PROBE_NAME = "_pvinit_probe_"
 #: liblxc's log is truncated at start when it grew past this.
 _LOG_LIMIT = 1 << 20
-#: How long to wait for liblxc's monitor to finish tearing a stopped container down.
-_TEARDOWN_SECONDS = 10
 #: Signals reset to their default disposition in ``lxc-start`` (an ignored one would
 #: stay ignored in the container's init).  Only named ones: glibc keeps 32 and 33.
 _DEFAULT_SIGNALS = frozenset(signal.Signals) - {signal.SIGKILL, signal.SIGSTOP}
+#: liblxc's ``lxc.signal.halt`` when a config names none.
+_DEFAULT_HALT = signal.SIGPWR
 
 
 @record
 class _Run:
-    """One start of a container: its init, its exit descriptor, where its log began."""
+    """One start of a container: its init's pid, the pidfds of init and monitor, its log."""
 
     pid: int
     exit_fd: int
+    monitor_fd: int | None  # None: the monitor was gone before we looked
     log_offset: int
     status: int | None = None
-
-
-def _log_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _read_log(path: Path, offset: int) -> str:
-    """liblxc's log from ``offset`` (the last 64 KiB at most)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(offset, _log_size(path) - 65536))
-            return handle.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
 
 
 @record
@@ -156,25 +116,71 @@ def _collect(spawned: _Spawned) -> tuple[int, str]:
     return os.waitstatus_to_exitcode(status), text
 
 
-def _spawn_output(argv: list[str]) -> tuple[int, str]:
-    """Run ``argv`` to its end (see :func:`_spawn`): its exit code and its output."""
-    return _collect(_spawn(argv))
-
-
 @record
 class _Starting:
     """A container whose start was begun by :meth:`LxcDriver._begin_start`."""
 
-    container: Any
     log: Path | None
     offset: int
-    spawned: _Spawned | None  # lxc-start still running; None when started in-process
+    spawned: _Spawned | None  # lxc-start still running; None when started by python-lxc
+    started: list[object] | None = None  # python-lxc's answer: [started, init, monitor]
 
 
 def _exited_fd() -> int:
     """A descriptor that is already readable: for an init that was gone before we looked."""
     return os.eventfd(1, os.EFD_CLOEXEC)
 
+
+def _pidfd(pid: int | None) -> int | None:
+    """A pidfd on ``pid``; None when there is no pid or the process is gone."""
+    if pid is None:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _readable(fd: int, timeout: float = 0) -> bool:
+    readable, _, _ = select.select([fd], [], [], timeout)
+    return bool(readable)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def halt_signal(config_text: str) -> int | None:
+    """The last ``lxc.signal.halt`` of a config, as liblxc parses it; None if unparsable.
+
+    liblxc takes a number, ``SIG<NAME>`` (any case) or ``SIGRTMIN+n`` /
+    ``SIGRTMAX-n``; without the key it sends SIGPWR.
+    """
+    value = None
+    for line in config_text.splitlines():
+        key, sep, rest = line.partition("=")
+        if sep and key.strip() == "lxc.signal.halt":
+            value = rest.strip()
+    if value is None:
+        return _DEFAULT_HALT
+    if value.isdigit():
+        return int(value)
+    word = value.upper()
+    if not word.startswith("SIG"):
+        return None
+    for base, sign in (("SIGRTMIN", 1), ("SIGRTMAX", -1)):
+        if word.startswith(base):
+            offset = word[len(base):].lstrip("+-")
+            if not offset:
+                return int(getattr(signal, base))
+            return int(getattr(signal, base)) + sign * int(offset) if offset.isdigit() else None
+    try:
+        return int(signal.Signals[word])
+    except KeyError:
+        return None
 
 
 def find_on_path(program: str) -> str | None:
@@ -185,6 +191,7 @@ def find_on_path(program: str) -> str | None:
         if os.access(candidate, os.X_OK) and not candidate.is_dir():
             return str(candidate)
     return None
+
 
 class LxcDriver(ContainerDriver):
     """Run containers with liblxc, configs kept under ``lxcpath/<name>/config``."""
@@ -197,17 +204,23 @@ class LxcDriver(ContainerDriver):
         lxc_start: str | None = "",
     ) -> None:
         """``lxc_start``: path of the ``lxc-start`` binary; ``""`` finds it on PATH,
-        ``None`` uses python-lxc's ``start()`` (a fork of this process as monitor)."""
+        ``None`` uses python-lxc's ``start()`` (in a fork, see :func:`liblxc.start`)."""
         self.lxcpath = Path(lxcpath)
         self.apparmor = host_has_apparmor() if apparmor is None else apparmor
         self.lxc_start = (find_on_path("lxc-start") if lxc_start == "" else lxc_start) or None
         self._runs: dict[str, _Run] = {}
         self._logs: dict[str, Path] = {}
+        self._failed: set[str] = set()  # last start failed here: known STOPPED, ask no liblxc
 
     # -- helpers ---------------------------------------------------------
 
     def _config_path(self, name: str) -> Path:
         return self.lxcpath / name / "config"
+
+    def _check_defined(self, name: str) -> None:
+        check_container_name(name)
+        if not self._config_path(name).is_file():
+            raise NotFoundError("no such container", where=name)
 
     def _log_path(self, name: str) -> Path | None:
         """Where liblxc logs for ``name`` (remembered from create, else read from the config)."""
@@ -223,63 +236,49 @@ class LxcDriver(ContainerDriver):
                 self._logs[name] = Path(value.strip())
         return self._logs.get(name)
 
-    def _reason(self, name: str, offset: int, fallback: str) -> str:
+    def _check_definition(self, name: str) -> None:
+        """After a failed start: raise naming the key liblxc rejects, if one is the cause."""
         log = self._log_path(name)
-        reason = lxclog.first_error(_read_log(log, offset)) if log is not None else None
-        return reason or fallback
-
-    def _container(self, name: str) -> Any:
-        """A fresh python-lxc object for a defined container (loads its config)."""
-        check_container_name(name)
-        if not self._config_path(name).is_file():
-            raise NotFoundError("no such container", where=name)
         try:
-            container = _lxc.Container(name, str(self.lxcpath))
-        except RuntimeError as exc:
-            raise ExternalToolError(
-                f"liblxc cannot load the container config: {exc}", where=name
-            ) from None
-        if not container.defined:
-            raise NotFoundError("no such container", where=name)
-        return container
+            lines = parse_config(self._config_path(name).read_text(encoding="utf-8"))
+        except OSError:
+            return
+        if log is not None:
+            liblxc.call(liblxc.check_definition(self.lxcpath, name, log, lines), where=name)
 
     def _forget_run(self, name: str) -> None:
         run = self._runs.pop(name, None)
         if run is not None:
-            with contextlib.suppress(OSError):
-                os.close(run.exit_fd)
+            for fd in (run.exit_fd, run.monitor_fd):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
 
-    def _probe_keys(self, spec: ContainerSpec, lines: list[tuple[str, str]]) -> None:
-        """Try each key on a throw-away object, so a rejected one is named in the error."""
-        probe = _lxc.Container(_PROBE_NAME, str(self.lxcpath))
-
-        def raw_set(key: str, value: str) -> bool:
-            # The C method: no read-back comparison, no clearing of list keys.
-            return bool(probe.set_config_item(key, value))
-
-        offset = _log_size(spec.lxc_log)
-        raw_set("lxc.log.file", str(spec.lxc_log))
-        for key, value in lines:
-            try:
-                accepted = raw_set(key, value)
-            except (KeyError, ValueError, TypeError):
-                accepted = False
-            if not accepted:
-                reason = lxclog.first_error(_read_log(spec.lxc_log, offset))
-                raise BadInputError(
-                    f"liblxc rejects {key} = {value!r}" + (f": {reason}" if reason else ""),
-                    where=f"{spec.name}: lxc {key}",
-                )
+    def _wait_torn_down(self, run: _Run, timeout: float) -> bool:
+        return run.monitor_fd is None or _readable(run.monitor_fd, timeout)
 
     # -- the interface ---------------------------------------------------
 
     def create(self, spec: ContainerSpec) -> None:
-        lines = lxc_config(spec, apparmor=self.apparmor)
-        if self._config_path(spec.name).is_file() and self._container(spec.name).running:
+        """Write the definition; liblxc reads it at start, and names a rejected key then.
+
+        Not checked here key by key: that takes liblxc (a fork, ~4 ms per
+        container on a boot's critical path) to tell what ``lxc-start``
+        tells anyway.  When ``lxc-start`` fails, :meth:`_finish_start` asks
+        :func:`liblxc.check_definition` which key it was.
+        """
+        check_container_name(spec.name)
+        run = self._runs.get(spec.name)
+        running = run is not None and not _readable(run.exit_fd)
+        known = run is not None or spec.name in self._failed
+        if not known and self._config_path(spec.name).is_file():  # another driver's
+            seen = liblxc.call(liblxc.state(self.lxcpath, spec.name), where=spec.name)
+            running = seen != "STOPPED"
+        if running:
             raise BusyError("container is running; stop it before redefining it", where=spec.name)
+        lines = lxc_config(spec, apparmor=self.apparmor)
         durable.makedirs(spec.lxc_log.parent)
         durable.makedirs(spec.console_log.parent)
-        self._probe_keys(spec, lines)
         # A new definition starts a new liblxc log, so old failures do not explain new ones.
         durable.write_file(spec.lxc_log, b"", name="lxc.log")
         durable.makedirs(self.lxcpath / spec.name)
@@ -287,10 +286,14 @@ class LxcDriver(ContainerDriver):
             self._config_path(spec.name), render_config(lines).encode(), name="lxc.config"
         )
         self._logs[spec.name] = spec.lxc_log
-        self._container(spec.name)  # liblxc must accept the whole file, not just each key
 
     def start(self, name: str) -> int:
         return self._finish_start(name, self._begin_start(name))
+
+    def _untracked(self, name: str) -> bool:
+        """Neither started nor failed to start here: only liblxc knows its state."""
+        self._check_defined(name)
+        return name not in self._runs and name not in self._failed
 
     def start_all(
         self, names: Sequence[str], meanwhile: Callable[[], None] | None = None
@@ -319,85 +322,129 @@ class LxcDriver(ContainerDriver):
         return {name: results[name] for name in names}
 
     def _begin_start(self, name: str) -> _Starting:
-        container = self._container(name)
-        if container.running:
-            raise BusyError("container is already running", where=name)
-        if container.state != "STOPPED":
-            container.wait("STOPPED", _TEARDOWN_SECONDS)
+        self._check_defined(name)
+        run = self._runs.get(name)
+        if run is not None:
+            if not _readable(run.exit_fd):
+                raise BusyError("container is already running", where=name)
+            self._wait_torn_down(run, liblxc.TEARDOWN_SECONDS)  # a restart right after an exit
         log = self._log_path(name)
-        if log is not None and _log_size(log) > _LOG_LIMIT:
+        if log is not None and liblxc.log_size(log) > _LOG_LIMIT:
             log.write_bytes(b"")
-        offset = _log_size(log) if log is not None else 0
+        offset = liblxc.log_size(log) if log is not None else 0
         self._forget_run(name)
+        pidfile = self.lxcpath / name / "monitor.pid"
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()
         if self.lxc_start is None:
-            if not container.start(useinit=False, daemonize=True, close_fds=True):
-                raise ExternalToolError(
-                    "failed to start: " + self._reason(name, offset, "liblxc gave no reason"),
-                    where=name,
-                )
-            return _Starting(container, log, offset, None)
-        argv = [self.lxc_start, "-n", name, "-P", str(self.lxcpath), "-d"]
+            answer = liblxc.call(liblxc.start(self.lxcpath, name), where=name)
+            return _Starting(log, offset, None, answer if isinstance(answer, list) else None)
+        argv = [self.lxc_start, "-n", name, "-P", str(self.lxcpath), "-d", "-p", str(pidfile)]
         try:
             spawned = _spawn(argv)
         except OSError as error:
             raise ExternalToolError(f"cannot run {self.lxc_start}: {error}", where=name) from None
-        return _Starting(container, log, offset, spawned)
+        return _Starting(log, offset, spawned)
 
     def _finish_start(self, name: str, starting: _Starting) -> int:
+        try:
+            pid = self._started_pid(name, starting)
+        except BusyError:
+            raise
+        except (PvError, OSError):
+            self._failed.add(name)
+            raise
+        self._failed.discard(name)
+        return pid
+
+    def _started_pid(self, name: str, starting: _Starting) -> int:
+        """Wait for the start, record the run, return the init's pid; raise why it failed."""
         log, offset = starting.log, starting.offset
         if starting.spawned is not None:
             code, output = _collect(starting.spawned)
+            logged = liblxc.read_log(log, offset) if log is not None else ""
             if code != 0:
+                if "is already running" in output + logged:
+                    raise BusyError("container is already running", where=name)
+                self._check_definition(name)
                 fallback = lxclog.first_error(output) or output.strip() or f"lxc-start exit {code}"
                 raise ExternalToolError(
-                    "failed to start: " + self._reason(name, offset, fallback), where=name
+                    "failed to start: " + (lxclog.first_error(logged) or fallback), where=name
                 )
-        reported = starting.container.init_pid
-        pid: int | None = int(reported) if reported is not None and reported > 0 else None
-        exit_fd = None
-        if pid is None:
-            pid = lxclog.started_pid(_read_log(log, offset)) if log is not None else None
-            if pid is None:
-                raise ExternalToolError("started, but liblxc reports no init pid", where=name)
+            pid = lxclog.started_pid(logged)
+            monitor = _read_int(self.lxcpath / name / "monitor.pid")
         else:
-            with contextlib.suppress(ProcessLookupError):
-                exit_fd = os.pidfd_open(pid)
+            started, reported, told = (starting.started or [False, None, None])[:3]
+            logged = liblxc.read_log(log, offset) if log is not None else ""
+            if not started:
+                self._check_definition(name)
+                raise ExternalToolError(
+                    "failed to start: " + (lxclog.first_error(logged) or "liblxc gave no reason"),
+                    where=name,
+                )
+            pid = reported if isinstance(reported, int) else lxclog.started_pid(logged)
+            monitor = told if isinstance(told, int) else None
+        if pid is None:
+            raise ExternalToolError("started, but liblxc reports no init pid", where=name)
+        if monitor is None:
+            monitor = liblxc.parent_of(pid)
+        # The monitor first: until it exits it has not reaped the init, so the pid is the init's.
+        monitor_fd = _pidfd(monitor)
+        exit_fd = _pidfd(pid) if monitor_fd is not None else None
         self._runs[name] = _Run(
-            pid=pid, exit_fd=exit_fd if exit_fd is not None else _exited_fd(), log_offset=offset
+            pid=pid,
+            exit_fd=exit_fd if exit_fd is not None else _exited_fd(),
+            monitor_fd=monitor_fd,
+            log_offset=offset,
         )
         return pid
 
     def stop(self, name: str, grace: float) -> None:
-        container = self._container(name)
-        if not container.running:
+        if self._untracked(name):  # started by an earlier supervisor, a tool
+            liblxc.call(liblxc.stop(self.lxcpath, name, grace), where=name)
             return
-        if grace > 0:
-            run = self._runs.get(name)
-            own_fd = None
-            if run is None:  # started by an earlier driver (a restarted supervisor)
-                with contextlib.suppress(OSError, TypeError):
-                    own_fd = os.pidfd_open(int(container.init_pid))
-            container.shutdown(0)  # sends lxc.signal.halt, does not wait
-            watch = run.exit_fd if run is not None else own_fd
-            try:
-                if watch is not None:
-                    select.select([watch], [], [], grace)
-            finally:
-                if own_fd is not None:
-                    os.close(own_fd)
-        if container.running:
-            container.stop()
-        if not container.wait("STOPPED", _TEARDOWN_SECONDS):
+        run = self._runs.get(name)
+        if run is None:
+            return
+        if not _readable(run.exit_fd):
+            if grace > 0:
+                halt = self._halt_signal(name)
+                if halt is None:  # a value only liblxc understands
+                    liblxc.call(liblxc.stop(self.lxcpath, name, grace), where=name)
+                    return
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(run.exit_fd, halt)
+                _readable(run.exit_fd, grace)
+            if not _readable(run.exit_fd):
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(run.exit_fd, signal.SIGKILL)
+        if not self._wait_torn_down(run, liblxc.TEARDOWN_SECONDS):
             raise ExternalToolError(
-                f"still {container.state} {_TEARDOWN_SECONDS}s after SIGKILL", where=name
+                f"still STOPPING {liblxc.TEARDOWN_SECONDS}s after SIGKILL", where=name
             )
 
+    def _halt_signal(self, name: str) -> int | None:
+        try:
+            return halt_signal(self._config_path(name).read_text(encoding="utf-8"))
+        except OSError:
+            return _DEFAULT_HALT
+
     def state(self, name: str) -> str:
-        return str(self._container(name).state)
+        if self._untracked(name):
+            return str(liblxc.call(liblxc.state(self.lxcpath, name), where=name))
+        run = self._runs.get(name)
+        if run is None:
+            return "STOPPED"
+        if not _readable(run.exit_fd):
+            return "RUNNING"
+        return "STOPPED" if self._wait_torn_down(run, 0) else "STOPPING"
 
     def init_pid(self, name: str) -> int | None:
-        pid = self._container(name).init_pid
-        return int(pid) if pid is not None and pid > 0 else None
+        if self._untracked(name):
+            pid = liblxc.call(liblxc.init_pid(self.lxcpath, name), where=name)
+            return pid if isinstance(pid, int) else None
+        run = self._runs.get(name)
+        return None if run is None or _readable(run.exit_fd) else run.pid
 
     def exit_fd(self, name: str) -> int | None:
         run = self._runs.get(name)
@@ -405,20 +452,17 @@ class LxcDriver(ContainerDriver):
 
     def exited(self, name: str) -> bool:
         run = self._runs.get(name)
-        if run is None:
-            return False
-        readable, _, _ = select.select([run.exit_fd], [], [], 0)
-        return bool(readable)
+        return run is not None and _readable(run.exit_fd)
 
     def exit_status(self, name: str) -> int | None:
         run = self._runs.get(name)
         if run is None or not self.exited(name):
             return None
         if run.status is None:
-            # liblxc logs the status when it reaps the init, before it reports STOPPED.
-            self._container(name).wait("STOPPED", _TEARDOWN_SECONDS)
+            # liblxc logs the status when it reaps the init, before its monitor exits.
+            self._wait_torn_down(run, liblxc.TEARDOWN_SECONDS)
             log = self._log_path(name)
-            text = _read_log(log, run.log_offset) if log is not None else ""
+            text = liblxc.read_log(log, run.log_offset) if log is not None else ""
             logged = lxclog.exit_status(text, run.pid)
             run.status = 0 if logged is None else logged
         return run.status
@@ -426,9 +470,11 @@ class LxcDriver(ContainerDriver):
     def destroy(self, name: str) -> None:
         check_container_name(name)
         if self._config_path(name).is_file():
-            with contextlib.suppress(NotFoundError):
+            # A config liblxc cannot load (ExternalToolError) is not one it runs.
+            with contextlib.suppress(NotFoundError, ExternalToolError):
                 self.stop(name, 0)
         self._forget_run(name)
+        self._failed.discard(name)
         self._logs.pop(name, None)
         directory = self.lxcpath / name
         if directory.exists():
@@ -436,7 +482,7 @@ class LxcDriver(ContainerDriver):
             durable.fsync_dir(self.lxcpath)
 
     def close(self) -> None:
-        """Close the exit descriptors this driver holds."""
+        """Close the descriptors this driver holds."""
         for name in list(self._runs):
             self._forget_run(name)
 
@@ -446,7 +492,7 @@ class LxcDriver(ContainerDriver):
         if run is None:
             return False
         deadline = time.monotonic() + timeout
-        readable: list[int] = []
-        while not readable and (left := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([run.exit_fd], [], [], left)
-        return bool(readable) or self.exited(name)
+        while (left := deadline - time.monotonic()) > 0:
+            if _readable(run.exit_fd, left):
+                return True
+        return self.exited(name)

@@ -179,3 +179,14 @@ def lxc_config(spec: ContainerSpec, *, apparmor: bool = False) -> ConfigLines:
 def render_config(lines: ConfigLines) -> str:
     """The text of a liblxc config file holding ``lines``, one ``key = value`` each."""
     return "".join(f"{key} = {value}\n" for key, value in lines)
+
+
+def parse_config(text: str) -> ConfigLines:
+    """The ``(key, value)`` lines of a config :func:`render_config` wrote (blank lines and
+    ``#`` comments skipped; liblxc trims the blanks around both)."""
+    lines = []
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.lstrip().startswith("#"):
+            lines.append((key.strip(), value.strip()))
+    return lines

@@ -192,21 +192,31 @@ def test_missing_init_binary_is_an_error_naming_container_and_reason(bench: Benc
     assert bench.driver.state("noinit") == "STOPPED"
 
 
-def test_unknown_lxc_key_is_refused_naming_container_and_key(bench: Bench) -> None:
-    spec = bench.spec("badkey", ("/bin/hello.sh",), lxc_keys={"lxc.bogus.key": "1"})
+def test_unknown_lxc_key_is_refused_at_start_naming_container_and_key(bench: Bench) -> None:
+    bench.create(bench.spec("badkey", ("/bin/hello.sh",), lxc_keys={"lxc.bogus.key": "1"}))
     with pytest.raises(BadInputError) as caught:
-        bench.create(spec)
+        bench.driver.start("badkey")
     assert caught.value.where == "badkey: lxc lxc.bogus.key"
     assert "Unsupported config key" in caught.value.message
-    assert not (bench.tmp / "lxc" / "badkey").exists()
+    assert bench.driver.state("badkey") == "STOPPED"
 
 
-def test_bad_lxc_key_value_is_refused_naming_the_key(bench: Bench) -> None:
-    spec = bench.spec("badvalue", ("/bin/hello.sh",), lxc_keys={"lxc.signal.halt": "SIGNOPE"})
-    with pytest.raises(BadInputError) as caught:
-        bench.create(spec)
-    assert caught.value.where == "badvalue: lxc lxc.signal.halt"
-    assert "SIGNOPE" in caught.value.message
+def test_bad_lxc_key_value_is_refused_at_start_naming_the_key(bench: Bench) -> None:
+    keys = {"lxc.signal.halt": "SIGNOPE"}
+    bench.create(bench.spec("badvalue", ("/bin/hello.sh",), lxc_keys=keys))
+    started = bench.driver.start_all(["badvalue"])
+    error = started["badvalue"]
+    assert isinstance(error, BadInputError)
+    assert error.where == "badvalue: lxc lxc.signal.halt"
+    assert "SIGNOPE" in error.message
+
+
+def test_redefining_a_container_another_driver_runs_is_refused(bench: Bench) -> None:
+    spec = bench.create(bench.spec("theirs", ("/bin/hello.sh",)))
+    bench.driver.start("theirs")
+    later = lxc_driver.LxcDriver(bench.tmp / "lxc")
+    with pytest.raises(BusyError):
+        later.create(spec)
 
 
 def test_extra_keys_override_generated_ones(bench: Bench) -> None:

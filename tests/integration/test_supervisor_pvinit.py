@@ -31,6 +31,15 @@ pytest.importorskip("pvinit.containers.lxc_driver", reason="needs python-lxc")
 pytestmark = pytest.mark.root
 
 
+def supervisor_of(pid1: int) -> int:
+    """The one child of PID 1 that calls itself ``pvinit.supervisor``."""
+    children = [int(p) for p in Path(f"/proc/{pid1}/task/{pid1}/children").read_text().split()]
+    named = [pid for pid in children
+             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"pvinit.supervisor\0")]
+    assert len(named) == 1, children
+    return named[0]
+
+
 def check_supervisor_is_a_clean_fork(pid1: int) -> None:
     """The supervisor PID 1 forked (no exec) starts as cleanly as an exec'd one would.
 
@@ -38,11 +47,7 @@ def check_supervisor_is_a_clean_fork(pid1: int) -> None:
     interpreter sets (SIGPIPE, SIGXFSZ), none of PID 1's descriptors beyond
     0-2, and its own name in ``ps``.
     """
-    children = [int(p) for p in Path(f"/proc/{pid1}/task/{pid1}/children").read_text().split()]
-    named = [pid for pid in children
-             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"pvinit.supervisor\0")]
-    assert len(named) == 1, children
-    supervisor = named[0]
+    supervisor = supervisor_of(pid1)
     status = dict(line.split(":\t", 1)
                   for line in Path(f"/proc/{supervisor}/status").read_text().splitlines())
     assert int(status["SigBlk"], 16) == 0
@@ -93,6 +98,9 @@ def test_pvinit_boots_every_container_to_its_goal_and_powers_off_in_order(
         }  # fmt: skip
         assert pid is not None
         check_supervisor_is_a_clean_fork(pid)
+        # Its containers were defined, started and are watched without liblxc in its memory.
+        maps = Path(f"/proc/{supervisor_of(pid)}/maps").read_text()
+        assert "liblxc" not in maps and "_lxc." not in maps
         # The launcher prints the table it read through the same path.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any("RUNNING" in line for line in out):
