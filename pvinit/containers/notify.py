@@ -14,9 +14,9 @@ dropped; :meth:`NotifyReceiver.poll` never raises because of what was sent.
 
 from __future__ import annotations
 
+import _socket  # the C type alone: see pvinit.control.server
 import contextlib
 import os
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -97,7 +97,7 @@ class NotifyReceiver:
         Path(notify_dir).mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
         try:
             self._sock.bind(str(self.path))
             # The container's root may drop privileges: any local user of it may notify.
@@ -120,7 +120,7 @@ class NotifyReceiver:
                 break
             except OSError:
                 break
-            if flags & socket.MSG_TRUNC:
+            if flags & _socket.MSG_TRUNC:
                 continue
             message = NotifyMessage.parse(data)
             if message is not None:

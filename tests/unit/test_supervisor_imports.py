@@ -7,7 +7,8 @@ reboot (issue 3: idle memory, boot time).  ``typing``, ``dataclasses`` (with
 checking only, so they must be imported where those need them.  python-lxc
 (``_lxc`` with liblxc, ~1.4 MiB) is imported only in the short-lived forks of
 :mod:`pvinit.containers.liblxc`, and its ``lxc`` package (with ``subprocess``
-and ``locale``) not at all.  The update worker and the inbox watcher
+and ``locale``) not at all; the control and notify sockets are the C type
+``_socket.socket``, without ``socket``'s enums and ``selectors``.  The update worker and the inbox watcher
 are imported once every group started, the control server once the first
 group is on its way; ``queue`` is not needed at all.
 """
@@ -33,7 +34,7 @@ BOOT_MODULES = (
 NOT_AT_BOOT = (
     "typing", "dataclasses", "inspect", "ast", "datetime", "shutil", "bz2", "lzma", "runpy",
     "hashlib", "_hashlib", "argparse", "logging", "lxc", "_lxc", "subprocess", "locale", "copy",
-    "weakref", "queue",
+    "weakref", "queue", "socket", "selectors",
 )
 
 
