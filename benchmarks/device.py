@@ -303,9 +303,10 @@ def byte_compile(repo: Path = REPO, python: Path | str = sys.executable) -> None
     every interpreter compiles each module it imports from source on every
     boot: ~10 ms more for PID 1, ~30 ms more for the supervisor, and more
     memory.  A benchmark of a device must not pay what a device does not.
+    Both levels: the device runs ``-OO`` (``.opt-2.pyc``), the tools do not.
     """
-    subprocess.run([str(python), "-m", "compileall", "-q", str(repo / "pvinit")],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(python), "-m", "compileall", "-q", "-o", "0", "-o", "2",
+                    str(repo / "pvinit")], check=True, stdout=subprocess.DEVNULL)
 
 
 # --- the device ----------------------------------------------------------------------------

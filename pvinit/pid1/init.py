@@ -50,18 +50,19 @@ else:
 def interpreter_flags() -> tuple[str, ...]:
     """The flags this interpreter runs with that the supervisor should share.
 
-    A device's ``/sbin/pvinit`` runs ``python3 -I`` so the kernel's
+    A device's ``/sbin/pvinit`` runs ``python3 -ISOO`` so the kernel's
     environment cannot change what PID 1 imports; the supervisor needs the
-    same protection.  The dev launcher runs PID 1 with ``-S -P`` (see
+    same protection.  The dev launcher runs PID 1 with ``-OO -S -P`` (see
     :class:`pvinit.pid1.launcher.LaunchConfig`), which saves the supervisor
-    the same start-up cost.
+    the same start-up cost and docstrings.
     """
     flags = sys.flags
+    chosen = ["-" + "O" * flags.optimize] if flags.optimize else []
     if flags.isolated:
-        chosen = ["-I"]  # implies -E, -s and -P
+        chosen.append("-I")  # implies -E, -s and -P
     else:
         pairs = ((flags.ignore_environment, "-E"), (flags.no_user_site, "-s"))
-        chosen = [flag for on, flag in pairs if on]
+        chosen += [flag for on, flag in pairs if on]
         if flags.safe_path:
             chosen.append("-P")
     if flags.no_site:

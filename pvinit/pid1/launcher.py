@@ -1,7 +1,7 @@
 """Dev mode: run pvinit's PID 1 in a new PID + mount namespace and be its bootloader.
 
 ``pvinit --storage DIR`` on a developer's machine lands here.  Each boot is
-``unshare --pid --mount --fork --kill-child -- python3 -S -P -m pvinit.pid1
+``unshare --pid --mount --fork --kill-child -- python3 -OO -S -P -m pvinit.pid1
 --dev --storage DIR``: the same PID 1 code a device runs, as PID 1 of a fresh
 namespace.  When that PID 1 calls ``reboot(2)`` the kernel ends the
 namespace and reports how (NOTES): killed by SIGHUP for a restart, by
@@ -80,9 +80,13 @@ class LaunchConfig:
     pid1_args: tuple[str, ...] = ()
     """Extra arguments for PID 1 (``--supervisor-cmd``, graces)."""
     python: str = sys.executable
-    python_flags: tuple[str, ...] = ("-S", "-P")
+    python_flags: tuple[str, ...] = ("-OO", "-S", "-P")
     """Interpreter flags of PID 1 (which passes them on to the supervisor).
 
+    ``-OO``: no docstrings (nor ``assert``) in the code objects PID 1 and the
+    supervisor hold for the device's whole life: ~0.35 MiB of the 16 MiB
+    budget (issue 3).  A device image ships the ``.opt-2.pyc`` files
+    (``images/vm/build``); here Python writes them on first use.
     ``-S``: no ``site``.  In a virtualenv with an editable install, ``site``
     runs the editable finder's ``.pth`` hook (pathlib, importlib.util, ...):
     ~13 ms and ~2.5 MiB per interpreter, paid by PID 1 and the supervisor.

@@ -11,6 +11,7 @@ and the dev launcher outside the namespace reads the status file through
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 from collections.abc import Sequence
@@ -63,7 +64,20 @@ def parse_args(argv: Sequence[str]) -> SupervisorConfig:
     )
 
 
+THREAD_STACK_BYTES = 1 << 20
+"""Stack of each thread the supervisor starts (the update worker, a bundle copy).
+
+Not the default (``RLIMIT_STACK``, 8 MiB): where the kernel backs anonymous
+memory with transparent huge pages (``enabled`` = ``always``, as Debian's
+kernel does), the first touch of an 8 MiB stack maps a whole 2 MiB page for a
+thread that uses a few KiB -- 2 MiB of the 16 MiB budget, found on the VM.
+A stack under 2 MiB cannot hold an aligned huge page.  1 MiB is 40 times
+what the worker uses (Python calls do not grow the C stack in 3.11+).
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _thread.stack_size(THREAD_STACK_BYTES)
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
     except ValueError as error:

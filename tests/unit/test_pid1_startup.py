@@ -68,8 +68,10 @@ def _flags_of(*flags: str) -> tuple[str, ...]:
     return tuple(out.stdout.split())
 
 
-def test_supervisor_inherits_the_isolation_and_site_flags_of_pid1() -> None:
+def test_supervisor_inherits_the_isolation_optimisation_and_site_flags_of_pid1() -> None:
     assert _flags_of("-S", "-P") == ("-P", "-S")
+    assert _flags_of("-OO", "-S", "-P") == ("-OO", "-P", "-S")
+    assert _flags_of("-ESOO") == ("-OO", "-E", "-S")
     assert _flags_of("-E", "-s", "-S") == ("-E", "-s", "-S")
     assert _flags_of() == ()
     assert DEFAULT_SUPERVISOR[1:-2] == interpreter_flags()
@@ -79,7 +81,8 @@ def test_launcher_runs_pid1_without_site_and_passes_the_site_dirs(tmp_path: Path
     launcher = Launcher(LaunchConfig(storage=tmp_path))
     command = launcher.command()
     at = command.index(sys.executable)
-    assert command[at + 1 : at + 4] == ["-S", "-P", str(REPO / "pvinit" / "pid1" / "__main__.py")]
+    script = str(REPO / "pvinit" / "pid1" / "__main__.py")
+    assert command[at + 1 : at + 5] == ["-OO", "-S", "-P", script]
     path = launcher.python_path("/extra").split(os.pathsep)
     assert path[:2] == [str(REPO), "/extra"]
     assert all(d in path for d in site_dirs())

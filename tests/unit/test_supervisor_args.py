@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import _thread
 from pathlib import Path
 
 import pytest
 
-from pvinit.supervisor.main import main, parse_args
+from pvinit.supervisor.main import THREAD_STACK_BYTES, main, parse_args
 
 
 def test_options_in_both_spellings_are_understood(tmp_path: Path) -> None:
@@ -40,3 +41,14 @@ def test_a_bad_word_exits_2_naming_it(
 ) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_supervisor_threads_get_stacks_too_small_to_hold_a_huge_page() -> None:
+    """Under THP ``always`` an 8 MiB thread stack costs a whole 2 MiB page (seen on the VM)."""
+    before = _thread.stack_size()
+    try:
+        assert main(["--bogus"]) == 2
+        assert _thread.stack_size() == THREAD_STACK_BYTES
+        assert THREAD_STACK_BYTES < 2 << 20
+    finally:
+        _thread.stack_size(before)

@@ -8,9 +8,10 @@ checking only, so they must be imported where those need them.  python-lxc
 (``_lxc`` with liblxc, ~1.4 MiB) is imported only in the short-lived forks of
 :mod:`pvinit.containers.liblxc`, and its ``lxc`` package (with ``subprocess``
 and ``locale``) not at all; the control and notify sockets are the C type
-``_socket.socket``, without ``socket``'s enums and ``selectors``.  The update worker and the inbox watcher
-are imported once every group started, the control server once the first
-group is on its way; ``queue`` is not needed at all.
+``_socket.socket``, without ``socket``'s enums and ``selectors``.  The update
+worker and the inbox watcher are imported once every group started, the
+control server once the first group is on its way; ``queue`` is not needed
+at all.
 """
 
 from __future__ import annotations
