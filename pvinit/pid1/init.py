@@ -33,6 +33,7 @@ import time
 from pvinit.pid1 import BOOT_ID_ENV, SlotsRecord, mounts, suppress, syscalls
 from pvinit.pid1.console import Console
 from pvinit.pid1.record import Action, ShutdownRecord, write_record
+from pvinit.pid1.syscalls import signal  # _signal, typed as signal (see there)
 from pvinit.pid1.watchdog import Watchdog
 
 # PID 1 does not import typing (with re ~1 MiB of its heap for life, see SlotsRecord),
@@ -40,11 +41,8 @@ from pvinit.pid1.watchdog import Watchdog
 # constant, which mypy takes as true like typing's.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import signal
     from collections.abc import Sequence
     from typing import NoReturn
-else:
-    import _signal as signal
 
 
 def interpreter_flags() -> tuple[str, ...]:

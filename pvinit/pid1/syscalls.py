@@ -24,10 +24,11 @@ from pvinit.pid1 import suppress
 # ~0.7 MiB of heap) nor ``contextlib``: it runs on ``_signal``, the C
 # module ``signal`` wraps, with the same functions and constants as ints.
 # mypy reads the typed ``signal``.  TYPE_CHECKING is a plain constant,
-# which mypy takes as true like typing's.
+# which mypy takes as true like typing's.  The rest of PID 1 takes ``signal``
+# from here.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import signal
+    import signal as signal  # noqa: PLC0414 - re-exported to the rest of PID 1
 else:
     import _signal as signal
 
