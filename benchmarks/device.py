@@ -37,6 +37,7 @@ from pathlib import Path
 from benchmarks.context import REPO
 from pvinit.cli.pvinit import find_dev_pid1, status_path
 from pvinit.errors import PvError
+from pvinit.supervisor.memory import read_memory
 from pvinit.supervisor.status import StatusDocument, read_status
 
 #: Longest boot we wait for before calling it a failure (a guard, not a goal).
@@ -130,17 +131,11 @@ class ProcessMemory:
 
 
 def memory_of(pid: int, role: str) -> ProcessMemory | None:
-    """PSS and RSS of ``pid`` (None when it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
+    """PSS and RSS of ``pid`` (None when it is gone), read as the supervisor reads its own."""
+    rollup = read_memory(pid)
+    if rollup is None:
         return None
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0] in ("Rss:", "Pss:"):
-            values[words[0]] = int(words[1])
-    return ProcessMemory(pid, role, command_of(pid), values.get("Pss:", 0), values.get("Rss:", 0))
+    return ProcessMemory(pid, role, command_of(pid), rollup.pss_kib, rollup.rss_kib)
 
 
 def descendants(pid: int) -> list[int]:

@@ -87,6 +87,10 @@ supervisor runs a *try* revision (``pv_boot_trying=1`` and ``refs/current``
 moved to ``pv_boot_rev``): every process is SIGSTOPped and PID 1 blocks
 without pinging the watchdog, so the watchdog resets the machine."""
 
+CONSOLE_RETRY = 0.05
+"""Seconds between tries while the console holds PID 1's lines back (a slow serial line)."""
+CONSOLE_DRAIN = 3.0
+"""Seconds the console gets to take PID 1's last lines before reboot(2)."""
 REBOOT_COMMANDS = {
     Action.REBOOT: syscalls.RB_AUTOBOOT,
     Action.HALT: syscalls.RB_HALT_SYSTEM,
@@ -418,6 +422,7 @@ class Pid1:
                 syscalls.libc.reboot(syscalls.RB_DISABLE_CAD)
             except OSError as error:
                 self.log(f"cannot disable Ctrl-Alt-Del: {error}")
+        self.console.reopen()  # /proc is there now: a non-blocking console of PID 1's own
         if self.config.watchdog_path is not None:
             self.watchdog = Watchdog.open(self.config.watchdog_path)
             if self.watchdog is not None:
@@ -426,7 +431,7 @@ class Pid1:
         self.start_supervisor()
 
     def step(self) -> None:
-        """One turn of the loop: wait, reap, act, ping -- always in that order."""
+        """One turn of the loop: wait, reap, act, ping, log -- always in that order."""
         info = signal.sigtimedwait(syscalls.ALL_CATCHABLE, self._wait_timeout())
         self.reap()
         self._hook("loop")
@@ -437,6 +442,7 @@ class Pid1:
         if self._test_hang:
             self._hang_if_testing()
         self.ping_watchdog()
+        self.console.flush()  # what a slow console could not take last time
 
     def _hang_if_testing(self) -> None:
         """TEST HOOK (``PVINIT_TEST_HANG=testing``): a device that hangs while it tests a try."""
@@ -451,15 +457,17 @@ class Pid1:
             return
         self.log(f"TEST HOOK {TEST_HANG_ENV}=testing: revision {booted} is testing; "
                  "freezing every process and no longer pinging the watchdog")
+        self.console.drain(5.0)
         with suppress(OSError):
             os.kill(-1, signal.SIGSTOP)  # everyone but PID 1
         while True:  # hung: no reaping, no pings, until the watchdog resets the machine
             time.sleep(3600)
 
     def _wait_timeout(self) -> float:
+        tick = min(self.config.tick, CONSOLE_RETRY) if self.console.pending else self.config.tick
         if self.watchdog is None:
-            return self.config.tick
-        return max(0.0, min(self.config.tick, self._next_ping - time.monotonic()))
+            return tick
+        return max(0.0, min(tick, self._next_ping - time.monotonic()))
 
     # -- children -------------------------------------------------------------
 
@@ -598,6 +606,7 @@ class Pid1:
     def _final(self, action: Action) -> NoReturn:
         command = REBOOT_COMMANDS[action]
         attempt = 0
+        self.console.drain(CONSOLE_DRAIN)
         while True:
             try:
                 syscalls.libc.sync()
