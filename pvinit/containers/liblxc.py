@@ -35,6 +35,7 @@ from pathlib import Path
 from pvinit import errors
 from pvinit.containers import lxclog
 from pvinit.errors import BadInputError, ExternalToolError, NotFoundError, PvError
+from pvinit.pid1 import syscalls
 from pvinit.typecheck import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -239,6 +240,8 @@ def start(lxcpath: Path, name: str) -> Callable[[Any], object]:
 
     def work(lxc: Any) -> list[object]:
         container = _container(lxc, lxcpath, name)
+        with contextlib.suppress(OSError):  # the container gets the system's THP policy
+            syscalls.libc.set_thp_disable(False)
         if not container.start(useinit=False, daemonize=True, close_fds=True):
             return [False, None, None]
         reported = container.init_pid

@@ -46,6 +46,7 @@ from pvinit.containers.driver import ContainerDriver
 from pvinit.containers.lxcconf import host_has_apparmor, lxc_config, parse_config, render_config
 from pvinit.containers.spec import ContainerSpec, check_container_name
 from pvinit.errors import BusyError, ExternalToolError, NotFoundError, PvError
+from pvinit.pid1 import syscalls
 from pvinit.record import record
 
 #: liblxc's log is truncated at start when it grew past this.
@@ -86,18 +87,19 @@ def _spawn(argv: list[str]) -> _Spawned:
     """
     out = os.memfd_create("lxc-start", os.MFD_CLOEXEC)
     try:
-        pid = os.posix_spawn(
-            argv[0],
-            argv,
-            os.environ,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, out, 1),
-                (os.POSIX_SPAWN_DUP2, out, 2),
-            ],
-            setsigmask=(),
-            setsigdef=_DEFAULT_SIGNALS,
-        )
+        with syscalls.thp_as_the_system_has_it():  # the container's policy, not pvinit's
+            pid = os.posix_spawn(
+                argv[0],
+                argv,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, out, 2),
+                ],
+                setsigmask=(),
+                setsigdef=_DEFAULT_SIGNALS,
+            )
     except BaseException:
         os.close(out)
         raise

@@ -413,6 +413,10 @@ class Pid1:
     def boot(self) -> None:
         mode = "dev mode" if self.config.dev else "device"
         self.log(f"starting ({mode}, storage {self.config.storage})")
+        try:  # pvinit's own small heaps in 2 MiB pages: see THP in pvinit.pid1.syscalls
+            syscalls.libc.set_thp_disable(True)
+        except OSError as error:
+            self.log(f"cannot opt out of transparent huge pages: {error}")
         if self.config.dev:
             mounts.dev_mounts(self.config.storage, log=self.log)
             self._private_mounts = True

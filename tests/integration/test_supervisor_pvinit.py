@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -38,6 +39,26 @@ def supervisor_of(pid1: int) -> int:
              if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"pvinit.supervisor\0")]
     assert len(named) == 1, children
     return named[0]
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):  # a container's short-lived child may be gone
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(w) for w in (task / "children").read_text().split())
+    return found
+
+
+def thp_enabled(pid: int) -> str:
+    """``THP_enabled`` of ``/proc/<pid>/status``: "0" once PR_SET_THP_DISABLE is set."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("THP_enabled:"):
+                return line.split()[1]
+    return "gone"
 
 
 def check_supervisor_is_a_clean_fork(pid1: int) -> None:
@@ -101,6 +122,11 @@ def test_pvinit_boots_every_container_to_its_goal_and_powers_off_in_order(
         # Its containers were defined, started and are watched without liblxc in its memory.
         maps = Path(f"/proc/{supervisor_of(pid)}/maps").read_text()
         assert "liblxc" not in maps and "_lxc." not in maps
+        # pvinit's own processes opt out of transparent huge pages, its containers do not.
+        assert thp_enabled(pid) == thp_enabled(supervisor_of(pid)) == "0"
+        others = set(descendants(pid)) - {pid, supervisor_of(pid)}  # monitors, containers
+        assert others
+        assert {thp_enabled(p) for p in others} - {"gone"} == {"1"}
         # The launcher prints the table it read through the same path.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any("RUNNING" in line for line in out):
