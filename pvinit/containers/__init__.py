@@ -2,8 +2,10 @@
 
 The supervisor talks to containers only through :class:`ContainerSpec` (what to
 run) and :class:`ContainerDriver` (how to run it), so the state model and the
-LXC details never meet.  :mod:`.lxc_driver` is the one module that imports
-``lxc``; everything else here can be imported on a machine without liblxc.
+LXC details never meet.  :mod:`.lxc_driver` runs them with LXC's tools, and
+:mod:`.liblxc` is the one module that uses python-lxc (``_lxc``), only in
+short-lived forks; everything here can be imported on a machine without
+liblxc.
 """
 
 from __future__ import annotations
