@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.context import REPO
-from pvinit.cli.pvinit import find_dev_pid1, status_path
 from pvinit.errors import PvError
+from pvinit.pid1.locate import find_dev_pid1, status_path
 from pvinit.supervisor.memory import read_memory
 from pvinit.supervisor.status import StatusDocument, read_status
 

@@ -240,7 +240,7 @@ class Watch:
         self.u = updater
 
     def status(self) -> StatusDocument | None:
-        from pvinit.cli.pvinit import status_path
+        from pvinit.pid1.locate import status_path
         from pvinit.supervisor.status import read_status
         from tests.integration.test_update_device import _descendants
 

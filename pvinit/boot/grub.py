@@ -14,6 +14,7 @@ update then writes a fresh block.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def decode_block(block: bytes) -> tuple[dict[str, str], str | None]:
 class GrubEnv(BootEnv):
     """A GRUB environment block file (``/boot/grub/grubenv``)."""
 
-    def __init__(self, path: str | Path) -> None:
+    path: Path
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
     def __repr__(self) -> str:

@@ -23,10 +23,12 @@ error: a bootloader must always boot something.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from pvinit.errors import BadInputError
 from pvinit.record import field, record
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 PV_REV = "pv_rev"
 PV_TRY = "pv_try"
@@ -74,7 +76,7 @@ class BootChoice:
         changes = data.get("changes", {})
         if (
             revision is not None and (isinstance(revision, bool) or not isinstance(revision, int))
-        ) or not isinstance(changes, Mapping):
+        ) or not isinstance(changes, dict):
             raise BadInputError("boot choice has the wrong shape", where="revision")
         return cls(
             revision,

@@ -184,9 +184,11 @@ def _parse_size(value: object) -> int:
 class UBootEnv(BootEnv):
     """A U-Boot environment image in a file or device (optionally redundant)."""
 
+    path: Path
+
     def __init__(
         self,
-        path: str | Path,
+        path: str | os.PathLike[str],
         *,
         size: int = DEFAULT_SIZE,
         redundant: bool = False,
@@ -205,7 +207,7 @@ class UBootEnv(BootEnv):
         self.defaults = None if defaults is None else dict(defaults)
 
     @classmethod
-    def from_options(cls, path: str | Path, options: Mapping[str, object]) -> UBootEnv:
+    def from_options(cls, path: str | os.PathLike[str], options: Mapping[str, object]) -> UBootEnv:
         """Build from loosely typed options (a config file, ``open_boot_env``)."""
         redundant = options.get("redundant", False)
         if not isinstance(redundant, bool):

@@ -61,7 +61,7 @@ def find_mksquashfs() -> str:
 
 
 def mksquashfs_argv(
-    tool: str, src_dir: Path, out: Path, *, processors: int | None, progress: bool
+    tool: str, src_dir: Path, out: str | Path, *, processors: int | None, progress: bool
 ) -> list[str]:
     """The full mksquashfs command line for one reproducible build."""
     argv = [tool, str(src_dir), str(out), *REPRODUCIBLE_FLAGS]
@@ -129,10 +129,10 @@ def make_squashfs(
         finally:
             os.close(fd)
         durable.point("squashfs.rename")
-        tmp.replace(out)
+        os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp)  # noqa: PTH108 - temp_path gives text
         raise
     durable.fsync_dir(out.parent)
     if progress is not None:

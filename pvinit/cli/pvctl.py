@@ -29,8 +29,8 @@ STATE_COLOURS = {"READY": "green", "STARTED": "green", "DONE": "green", "UPDATED
 
 def _client(args: argparse.Namespace) -> ControlClient:
     if args.storage and not args.socket:
-        from pvinit.cli.pvinit import dev_socket_path, find_dev_pid1
         from pvinit.errors import NotFoundError
+        from pvinit.pid1.locate import dev_socket_path, find_dev_pid1
 
         storage = Path(args.storage)
         pid = find_dev_pid1(storage)

@@ -10,7 +10,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
-else:  # not signal: PID 1 does not import enum (see pvinit.pid1.syscalls)
+else:  # not signal: PID 1 does not import enum (see pvinit.pid1)
     import _signal as signal
 
 signal.pthread_sigmask(

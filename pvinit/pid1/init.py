@@ -30,14 +30,14 @@ import os
 import sys
 import time
 
-from pvinit.pid1 import BOOT_ID_ENV, SlotsRecord, mounts, suppress, syscalls
+from pvinit.pid1 import BOOT_ID_ENV, SlotsRecord, mounts, signal, suppress, syscalls
 from pvinit.pid1.console import Console
 from pvinit.pid1.record import Action, ShutdownRecord, write_record
-from pvinit.pid1.syscalls import signal  # _signal, typed as signal (see there)
+from pvinit.pid1.spawn import ALL_CATCHABLE, reset_signals, spawn_clean
 from pvinit.pid1.watchdog import Watchdog
 
 # PID 1 does not import typing (with re ~1 MiB of its heap for life, see SlotsRecord),
-# signal, enum or contextlib (see pvinit.pid1.syscalls): this TYPE_CHECKING is a plain
+# signal, enum or contextlib (see pvinit.pid1): this TYPE_CHECKING is a plain
 # constant, which mypy takes as true like typing's.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -157,53 +157,7 @@ def block_all_signals() -> None:
     Blocked signals sent to a PID namespace's init from outside are queued,
     where unblocked default-disposition ones would be dropped (NOTES).
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, syscalls.ALL_CATCHABLE)
-
-
-def spawn_clean(argv: Sequence[str], env: dict[str, str]) -> int:
-    """Start ``argv`` in its own session with an empty signal mask and default dispositions.
-
-    Not ``os.posix_spawn(setsigdef=...)``: glibc 2.36's posix_spawn leaves
-    its two internal signals (32, 33) *ignored* in the child, and an
-    ignored signal stays ignored across exec, so the supervisor would start
-    with ``SigIgn`` != 0.  A plain fork (PID 1 has one thread) resets
-    everything Python can name; 32 and 33 were never touched in PID 1.
-    An exec failure comes back through a close-on-exec pipe as OSError,
-    like posix_spawn's.
-    """
-    read_end, write_end = os.pipe()  # both close-on-exec (PEP 446)
-    pid = os.fork()
-    if pid == 0:  # the child: nothing here may return into PID 1's code
-        try:
-            os.close(read_end)
-            os.setsid()
-            _reset_signals()
-            os.execvpe(argv[0], list(argv), env)  # noqa: S606 - argv, no shell, by design
-        except BaseException as error:  # noqa: BLE001 - report, then die
-            code = error.errno if isinstance(error, OSError) and error.errno else 0
-            with suppress(BaseException):
-                os.write(write_end, str(code).encode())
-        os._exit(127)
-    os.close(write_end)
-    try:
-        report = b""
-        while chunk := os.read(read_end, 64):
-            report += chunk
-    finally:
-        os.close(read_end)
-    if report:
-        os.waitpid(pid, 0)
-        code = int(report) if report.isdigit() else 0
-        raise OSError(code, os.strerror(code), argv[0])
-    return pid
-
-
-def _reset_signals() -> None:
-    """Default disposition for every catchable signal, then an empty mask."""
-    for signo in syscalls.ALL_CATCHABLE:
-        with suppress(OSError, ValueError):
-            signal.signal(signo, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    signal.pthread_sigmask(signal.SIG_BLOCK, ALL_CATCHABLE)
 
 
 def fork_supervisor(env: dict[str, str]) -> int:
@@ -229,7 +183,7 @@ def fork_supervisor(env: dict[str, str]) -> int:
     code = 1
     try:
         os.setsid()
-        _reset_signals()
+        reset_signals()
         for signo in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(signo, signal.SIG_IGN)
         os.closerange(3, 1 << 16)  # the watchdog, /dev/kmsg: PID 1's alone
@@ -436,7 +390,7 @@ class Pid1:
 
     def step(self) -> None:
         """One turn of the loop: wait, reap, act, ping, log -- always in that order."""
-        info = signal.sigtimedwait(syscalls.ALL_CATCHABLE, self._wait_timeout())
+        info = signal.sigtimedwait(ALL_CATCHABLE, self._wait_timeout())
         self.reap()
         self._hook("loop")
         if info is not None:
@@ -634,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     block_all_signals()
     console = Console(kmsg_path=None if "--dev" in words else "/dev/kmsg")
     if os.getpid() != 1:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, syscalls.ALL_CATCHABLE)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, ALL_CATCHABLE)
         console.log(
             f"refusing to run: not PID 1 (pid {os.getpid()}); "
             "on a dev machine use: pvinit --storage DIR"

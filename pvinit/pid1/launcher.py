@@ -1,49 +1,65 @@
 """Dev mode: run pvinit's PID 1 in a new PID + mount namespace and be its bootloader.
 
 ``pvinit --storage DIR`` on a developer's machine lands here.  Each boot is
-``unshare --pid --mount --fork --kill-child -- python3 -OO -S -P -m pvinit.pid1
---dev --storage DIR``: the same PID 1 code a device runs, as PID 1 of a fresh
-namespace.  When that PID 1 calls ``reboot(2)`` the kernel ends the
-namespace and reports how (NOTES): killed by SIGHUP for a restart, by
-SIGINT for a halt or power-off.  ``unshare`` re-raises the signal on
-itself, so the launcher reads it from its child's exit and, on a restart,
-boots again from the same storage -- choosing what to boot the way a
-bootloader would (:func:`choose_boot` applies the boot environment rule, passes its
-choice as environment variables, as a kernel command line would).
+``unshare --pid --mount --fork --kill-child -- python3 -OO -S -P
+.../pvinit/pid1/__main__.py --dev --storage DIR``: the same PID 1 code a
+device runs, as PID 1 of a fresh namespace.  When that PID 1 calls
+``reboot(2)`` the kernel ends the namespace and reports how (NOTES): killed
+by SIGHUP for a restart, by SIGINT for a halt or power-off.  ``unshare``
+re-raises the signal on itself, so the launcher reads it from its child's
+exit and, on a restart, boots again from the same storage -- choosing what
+to boot the way a bootloader would (:func:`choose_boot` applies the boot
+environment rule, passes its choice as environment variables, as a kernel
+command line would).
 
 Ctrl-C or SIGTERM to the launcher asks the namespace's PID 1 for an orderly
 power-off (SIGUSR2), so containers stop cleanly; ``unshare`` runs in its
 own session so a terminal's Ctrl-C reaches only the launcher, never PID 1
 (where SIGINT means *reboot*).
+
+Everything the launcher does before ``unshare`` runs is in front of every
+dev boot (and of the boot benchmark's from-launch figure, issue 3), so it
+is lean on purpose: :func:`~pvinit.pid1.spawn.spawn_clean` and ``waitpid``
+instead of ``subprocess``, one loop instead of a status thread, and neither
+``pathlib``, ``enum``, ``json`` (without a settings file) nor ``re``.
+``tests/unit/test_pid1_startup.py`` checks what it imports.
 """
+
+# os.path, not pathlib: the dev launcher imports this before every boot (issue 3).
+# ruff: noqa: PTH110, PTH112, PTH118, PTH120
 
 from __future__ import annotations
 
-import argparse
-import enum
 import os
-import shlex
-import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pvinit
-from pvinit import durable
-from pvinit.errors import BadInputError, ExternalToolError, PvError, RefusedError
-from pvinit.pid1 import BOOT_ID_ENV
-from pvinit.pid1.record import ShutdownRecord, read_record
+from pvinit.errors import BadInputError, ExternalToolError, RefusedError
+from pvinit.pid1 import BOOT_ID_ENV, signal
+from pvinit.pid1.spawn import spawn_clean
 from pvinit.record import record
+from pvinit.typecheck import TYPE_CHECKING
 
-Chooser = Callable[[Path], dict[str, str]]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pvinit.pid1.record import ShutdownRecord
+
+    Chooser = Callable[[str], dict[str, str]]
+    """What to boot from a storage dir, as PID 1's environment words."""
+    Watcher = Callable[[int], None]
+    """Called every ``watch_interval`` with the host pid of the namespace's PID 1."""
+
+POLL_SECONDS = 0.05
+"""How often the launcher looks at its ``unshare`` child, the stop request and the watcher."""
 
 
-class BootEnd(enum.Enum):
-    """How one boot of the namespace ended, as its parent sees it."""
+class BootEnd:
+    """How one boot of the namespace ended, as its parent sees it.
+
+    Plain strings, not an ``enum``: the launcher does not import ``enum``.
+    """
 
     REBOOT = "reboot"
     POWEROFF = "poweroff"  # halt too: the kernel reports both as SIGINT
@@ -51,8 +67,8 @@ class BootEnd(enum.Enum):
     KILLED = "killed"  # any other signal, e.g. the launcher's SIGKILL
 
 
-def classify(returncode: int) -> BootEnd:
-    """Map ``unshare``'s exit (``Popen.returncode``) to how the boot ended."""
+def classify(returncode: int) -> str:
+    """Map ``unshare``'s exit code (``-signo`` when killed) to a :class:`BootEnd`."""
     if returncode == -signal.SIGHUP:
         return BootEnd.REBOOT
     if returncode == -signal.SIGINT:
@@ -67,14 +83,16 @@ class BootResult:
     """One boot: its number (from 1), how it ended, and PID 1's record of why."""
 
     number: int
-    end: BootEnd
+    end: str
+    """A :class:`BootEnd` value."""
     returncode: int
     record: ShutdownRecord | None
 
 
 @record(frozen=True)
 class LaunchConfig:
-    storage: Path
+    storage: str
+    """The device's storage directory (absolute)."""
     max_boots: int | None = None
     """Stop after this many boots even if the last one asked to reboot."""
     pid1_args: tuple[str, ...] = ()
@@ -100,7 +118,7 @@ class LaunchConfig:
     """After asking PID 1 to power off, SIGKILL the namespace after this long."""
 
 
-def choose_boot(storage: Path) -> dict[str, str]:
+def choose_boot(storage: str) -> dict[str, str]:
     """What to boot, as a bootloader would decide it; passed to PID 1 as environment.
 
     Applies the ``pv_try``/``pv_trying``/``pv_rev`` rule to the device's boot
@@ -116,9 +134,28 @@ def site_dirs() -> list[str]:
     return [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
 
 
+def find_program(name: str) -> str | None:
+    """``name`` on ``PATH``, as a shell would find it (``shutil.which`` without ``shutil``)."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def shell_words(words: list[str]) -> str:
+    """``words`` as one line a shell would split back (``shlex.join`` without ``re``)."""
+    plain = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
+    return " ".join(
+        word if word and set(word) <= plain else "'" + word.replace("'", "'\"'\"'") + "'"
+        for word in words
+    )
+
+
 def _children(pid: int) -> list[int]:
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            text = handle.read()
     except OSError:
         return []
     return [int(word) for word in text.split()]
@@ -133,14 +170,19 @@ class Launcher:
         *,
         choose: Chooser = choose_boot,
         log: Callable[[str], None] | None = None,
+        watch: Watcher | None = None,
+        watch_interval: float = 1.0,
     ) -> None:
         self.config = config
         self.choose = choose
         self.log = log or _stderr_log
+        self.watch = watch
+        self.watch_interval = watch_interval
         self.init_pid: int | None = None
         """Host pid of the running namespace's PID 1, once known."""
-        self._stop = threading.Event()
-        self._unshare = shutil.which("unshare") or "/usr/bin/unshare"
+        self._stop_requested = False
+        self._unshare = find_program("unshare") or "/usr/bin/unshare"
+        self._package = os.path.dirname(os.path.realpath(pvinit.__file__))
 
     def _flags(self) -> tuple[str, ...]:
         same = os.path.realpath(self.config.python) == os.path.realpath(sys.executable)
@@ -150,7 +192,7 @@ class Launcher:
         return [
             self._unshare, "--pid", "--mount", "--fork", "--kill-child", "--",
             self.config.python, *self._flags(), *self._entry(), "--dev",
-            "--storage", str(self.config.storage), *self.config.pid1_args,
+            "--storage", self.config.storage, *self.config.pid1_args,
         ]  # fmt: skip
 
     def _entry(self) -> list[str]:
@@ -164,25 +206,27 @@ class Launcher:
         ``-m pvinit.pid1`` it is.
         """
         if "-P" in self._flags():
-            return [str(Path(pvinit.__file__).resolve().parent / "pid1" / "__main__.py")]
+            return [os.path.join(self._package, "pid1", "__main__.py")]
         return ["-m", "pvinit.pid1"]
 
     def python_path(self, inherited: str) -> str:
         """PYTHONPATH of PID 1: the package root, then (under ``-S``) the site dirs."""
-        package_root = str(Path(pvinit.__file__).resolve().parent.parent)
+        package_root = os.path.dirname(self._package)
         extra = site_dirs() if "-S" in self._flags() else []
         words = [package_root, *inherited.split(os.pathsep), *extra]
         return os.pathsep.join(dict.fromkeys(w for w in words if w))
 
     def request_poweroff(self) -> None:
-        """Ask for an orderly power-off; safe from a signal handler or another thread."""
-        self._stop.set()
+        """Ask for an orderly power-off; safe from a signal handler."""
+        self._stop_requested = True
 
     def run(self) -> list[BootResult]:
         if os.geteuid() != 0:
             raise RefusedError("dev mode needs root (it creates PID and mount namespaces)")
-        if not Path(self._unshare).exists():
+        if not os.path.exists(self._unshare):
             raise ExternalToolError("unshare not found", hint="install util-linux")
+        from pvinit import durable
+
         durable.makedirs(self.config.storage)
         results: list[BootResult] = []
         number = 0
@@ -190,7 +234,7 @@ class Launcher:
             number += 1
             result = self.boot_once(number)
             results.append(result)
-            if result.end is not BootEnd.REBOOT or self._stop.is_set():
+            if result.end is not BootEnd.REBOOT or self._stop_requested:
                 return results
             if self.config.max_boots is not None and number >= self.config.max_boots:
                 self.log(f"reached --max-boots {self.config.max_boots}: not booting again")
@@ -202,44 +246,56 @@ class Launcher:
         env.update(self.choose(self.config.storage))
         env[BOOT_ID_ENV] = boot_id
         env["PYTHONPATH"] = self.python_path(env.get("PYTHONPATH", ""))
-        self.log(f"boot {number}: {shlex.join(self.command())}")
+        command = self.command()
+        self.log(f"boot {number}: {shell_words(command)}")
         self.init_pid = None
-        proc = subprocess.Popen(self.command(), env=env, start_new_session=True)
-        returncode = self._wait(proc)
+        # Its own session (Ctrl-C is the launcher's) and default dispositions:
+        # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal survives exec.
+        pid = spawn_clean(command, env)
+        returncode = self._wait(pid)
         self.init_pid = None
         end = classify(returncode)
         record = self._record_of(boot_id)
         why = f" ({record.action.value}: {record.reason})" if record is not None else ""
-        self.log(f"boot {number} ended: {end.value}{why}")
+        self.log(f"boot {number} ended: {end}{why}")
         return BootResult(number, end, returncode, record)
 
-    def _wait(self, proc: subprocess.Popen[bytes]) -> int:
+    def _wait(self, pid: int) -> int:
+        """Wait for ``unshare`` (``pid``) to end; meanwhile find PID 1, watch, and stop it."""
         asked_at: float | None = None
         last_ask = 0.0
+        next_watch = time.monotonic() + self.watch_interval
         while True:
-            try:
-                return proc.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                pass
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
             if self.init_pid is None:
-                found = _children(proc.pid)
+                found = _children(pid)
                 self.init_pid = found[0] if found else None
-            if not self._stop.is_set() or self.init_pid is None:
-                continue
             now = time.monotonic()
-            if asked_at is None:
-                asked_at = now
-                self.log("asking the namespace's PID 1 to power off")
-            if now - asked_at > self.config.stop_timeout:
-                self.log(f"PID 1 did not stop in {self.config.stop_timeout}s: killing it")
-                proc.kill()  # unshare --kill-child takes PID 1 and the namespace with it
-                return proc.wait()
-            if now - last_ask >= 1.0 and proc.poll() is None:
-                # Repeated: a signal that arrives before PID 1 blocked it is dropped.
-                os.kill(self.init_pid, signal.SIGUSR2)
-                last_ask = now
+            if self.watch is not None and self.init_pid is not None and now >= next_watch:
+                self.watch(self.init_pid)
+                next_watch = now + self.watch_interval
+            if self._stop_requested and self.init_pid is not None:
+                if asked_at is None:
+                    asked_at = now
+                    self.log("asking the namespace's PID 1 to power off")
+                if now - asked_at > self.config.stop_timeout:
+                    self.log(f"PID 1 did not stop in {self.config.stop_timeout}s: killing it")
+                    os.kill(pid, signal.SIGKILL)  # unshare --kill-child takes the namespace
+                    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+                if now - last_ask >= 1.0:
+                    # Repeated: a signal that arrives before PID 1 blocked it is dropped.
+                    try:  # noqa: SIM105 - the launcher does not import contextlib
+                        os.kill(self.init_pid, signal.SIGUSR2)
+                    except ProcessLookupError:
+                        pass  # the namespace is ending: the next waitpid reaps unshare
+                    last_ask = now
+            time.sleep(POLL_SECONDS)
 
     def _record_of(self, boot_id: str) -> ShutdownRecord | None:
+        from pvinit.pid1.record import read_record  # after the boot: off the launch path
+
         try:
             record = read_record(self.config.storage)
         except BadInputError as error:
@@ -251,40 +307,3 @@ class Launcher:
 def _stderr_log(message: str) -> None:
     sys.stderr.write(f"pvinit-launcher: {message}\n")
     sys.stderr.flush()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pvinit",
-        description="run pvinit's PID 1 in a new PID + mount namespace (dev mode)",
-        epilog="other arguments are passed to PID 1 (e.g. --supervisor-cmd, --stop-grace)",
-    )
-    parser.add_argument("--storage", type=Path, required=True, help="the device's storage dir")
-    parser.add_argument("--max-boots", type=int, default=None, help="stop after N boots")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``pvinit --storage DIR``: 0 after a power-off, halt or --max-boots; 1 if PID 1 died."""
-    args, passthrough = build_parser().parse_known_args(
-        list(sys.argv[1:] if argv is None else argv)
-    )
-    config = LaunchConfig(
-        storage=Path(args.storage).absolute(),
-        max_boots=args.max_boots,
-        pid1_args=tuple(passthrough),
-    )
-    launcher = Launcher(config)
-
-    def on_signal(signo: int, frame: object) -> None:
-        del signo, frame
-        launcher.request_poweroff()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        results = launcher.run()
-    except PvError as error:
-        _stderr_log(str(error))
-        return error.exit_code
-    return 0 if results and results[-1].end in (BootEnd.POWEROFF, BootEnd.REBOOT) else 1

@@ -20,18 +20,6 @@ import os
 
 from pvinit.pid1 import suppress
 
-# PID 1 imports neither ``signal`` (which builds its enums with ``enum``,
-# ~0.7 MiB of heap) nor ``contextlib``: it runs on ``_signal``, the C
-# module ``signal`` wraps, with the same functions and constants as ints.
-# mypy reads the typed ``signal``.  TYPE_CHECKING is a plain constant,
-# which mypy takes as true like typing's.  The rest of PID 1 takes ``signal``
-# from here.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import signal as signal  # noqa: PLC0414 - re-exported to the rest of PID 1
-else:
-    import _signal as signal
-
 # mount(2) flags (linux/mount.h)
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -234,6 +222,3 @@ class thp_as_the_system_has_it:  # a context manager, named like suppress
         if self._was:
             with suppress(OSError):
                 libc.set_thp_disable(True)
-
-ALL_CATCHABLE = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
-"""Signals a process can block or reset to default (SIGKILL/SIGSTOP cannot)."""

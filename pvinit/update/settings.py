@@ -13,16 +13,25 @@ Every field is optional; a device with no trust file refuses every update
 (there is no safe default key).
 """
 
+# os.path, not pathlib: the dev launcher imports this before every boot (issue 3).
+# ruff: noqa: PTH118
+
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 from pvinit.errors import BadInputError
 from pvinit.record import record
-from pvinit.trails.layout import StorageLayout
 from pvinit.transport.auth import RegistryAuth
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pvinit.trails.layout import StorageLayout
+
+SETTINGS_FILE = "config/pvinit.json"
+"""The settings' place, relative to the storage directory."""
 
 DEFAULT_COMMIT_DELAY = 10.0
 DEFAULT_POLL_INTERVAL = 300.0
@@ -125,7 +134,7 @@ def _inbox_paths(raw: object, *, where: str) -> tuple[str, ...]:
 
 
 def settings_path(layout: StorageLayout) -> Path:
-    return layout.root / "config" / "pvinit.json"
+    return layout.root / SETTINGS_FILE
 
 
 def trust_path(layout: StorageLayout) -> Path:
@@ -133,13 +142,25 @@ def trust_path(layout: StorageLayout) -> Path:
 
 
 def load_settings(layout: StorageLayout) -> DeviceSettings:
-    path = settings_path(layout)
+    return load_settings_of(layout.root)
+
+
+def load_settings_of(storage: str | os.PathLike[str]) -> DeviceSettings:
+    """The settings of the device whose storage directory is ``storage`` (defaults if none).
+
+    Works on a plain path, and imports ``json`` only when there is a file to
+    read: the dev launcher calls it before every boot (issue 3's launch time).
+    """
+    path = os.path.join(storage, SETTINGS_FILE)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except FileNotFoundError:
         return DeviceSettings()
+    import json
+
     try:
         data = json.loads(raw)
     except ValueError:
-        raise BadInputError("settings file is not JSON", where=str(path)) from None
-    return DeviceSettings.from_dict(data, where=str(path))
+        raise BadInputError("settings file is not JSON", where=path) from None
+    return DeviceSettings.from_dict(data, where=path)

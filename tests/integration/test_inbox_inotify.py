@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pvinit.cli.pvinit import find_dev_pid1
+from pvinit.pid1.locate import find_dev_pid1
 from pvinit.supervisor.inbox import FileId, InboxWatcher, list_bundles, settled
 from pvinit.update.settings import DeviceSettings
 from tests.integration.test_containers_support import pvnotify_binary

@@ -13,9 +13,10 @@ import pytest
 
 from pvinit.errors import BadInputError, RefusedError
 from pvinit.pid1 import mounts, syscalls
-from pvinit.pid1.init import SIGNAL_ACTIONS, parse_args, spawn_clean
+from pvinit.pid1.init import SIGNAL_ACTIONS, parse_args
 from pvinit.pid1.launcher import BootEnd, classify
 from pvinit.pid1.record import Action, ShutdownRecord, read_record, record_path, write_record
+from pvinit.pid1.spawn import spawn_clean
 from pvinit.pid1.watchdog import DEFAULT_TIMEOUT, Watchdog, ping_interval
 
 MOUNTINFO = (

@@ -55,7 +55,7 @@ class Booted:
         self.lines: list[str] = []
         self.launcher = Launcher(
             LaunchConfig(
-                storage=storage,
+                storage=str(storage),
                 max_boots=max_boots,
                 pid1_args=(
                     "--supervisor-cmd", supervisor, "--stop-grace", "3", "--kill-grace", "1"
@@ -302,7 +302,7 @@ def test_ctrl_c_or_sigterm_to_the_launcher_powers_the_namespace_off(
     launcher = subprocess.Popen(
         [
             sys.executable, "-c",
-            "import sys; from pvinit.pid1.launcher import main; sys.exit(main())",
+            "import sys; from pvinit.cli.pvinit import main; sys.exit(main())",
             "--storage", str(storage), "--supervisor-cmd", POLITE,
             "--stop-grace", "3", "--kill-grace", "1",
         ],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pvinit.cli.pvinit import find_dev_pid1, status_path
+from pvinit.pid1.locate import find_dev_pid1, status_path
 from pvinit.pid1.record import read_record
 from pvinit.supervisor.status import StatusDocument, read_status
 from tests.integration.test_containers_support import pvnotify_binary

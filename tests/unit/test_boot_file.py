@@ -17,9 +17,9 @@ def test_missing_file_is_an_empty_environment(tmp_path: Path) -> None:
 def test_update_writes_sorted_key_value_lines(tmp_path: Path) -> None:
     env = FileBootEnv(tmp_path / "boot" / "env")
     env.update({"pv_try": "2", "pv_rev": "1"})
-    assert env.path.read_text() == "pv_rev=1\npv_try=2\n"
+    assert Path(env.path).read_text() == "pv_rev=1\npv_try=2\n"
     env.update({"pv_try": None, "pv_rev": "2"})
-    assert env.path.read_text() == "pv_rev=2\n"
+    assert Path(env.path).read_text() == "pv_rev=2\n"
 
 
 def test_values_may_hold_equals(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def test_supervisor_inherits_the_isolation_optimisation_and_site_flags_of_pid1()
 
 
 def test_launcher_runs_pid1_without_site_and_passes_the_site_dirs(tmp_path: Path) -> None:
-    launcher = Launcher(LaunchConfig(storage=tmp_path))
+    launcher = Launcher(LaunchConfig(storage=str(tmp_path)))
     command = launcher.command()
     at = command.index(sys.executable)
     script = str(REPO / "pvinit" / "pid1" / "__main__.py")
@@ -89,7 +89,7 @@ def test_launcher_runs_pid1_without_site_and_passes_the_site_dirs(tmp_path: Path
 
 
 def test_launcher_runs_another_interpreter_plainly(tmp_path: Path) -> None:
-    launcher = Launcher(LaunchConfig(storage=tmp_path, python="/usr/bin/false"))
+    launcher = Launcher(LaunchConfig(storage=str(tmp_path), python="/usr/bin/false"))
     command = launcher.command()
     at = command.index("/usr/bin/false")
     assert command[at + 1 : at + 4] == ["-m", "pvinit.pid1", "--dev"]
