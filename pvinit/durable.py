@@ -50,6 +50,11 @@ def seen_points() -> list[str]:
     return list(_seen)
 
 
+def note_points(names: list[str]) -> None:
+    """Record points passed elsewhere: a fork doing this process's work (:mod:`pvinit.forked`)."""
+    _seen.extend(names)
+
+
 def point(name: str) -> None:
     """Mark a persistence point; raises SimulatedCrash when it is the armed one."""
     _seen.append(name)

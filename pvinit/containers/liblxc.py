@@ -10,9 +10,9 @@ What only liblxc can do runs here instead: name the key of a definition it
 rejects (:func:`check_definition`, once ``lxc-start`` failed), look at or
 stop a container another driver started (:func:`state`, :func:`init_pid`,
 :func:`stop`), start one where LXC's tools are not installed
-(:func:`start`).  :func:`call` forks, the child imports python-lxc's C
-binding ``_lxc``, does the work, writes one JSON line back and exits: ~3-5
-ms a call, which is why a boot makes none.  Defining, starting, watching and
+(:func:`start`).  :func:`call` forks (:mod:`pvinit.forked`); the child
+imports python-lxc's C binding ``_lxc``, does the work, answers in JSON
+and exits: ~3-5 ms a call, which is why a boot makes none.  Defining, starting, watching and
 stopping the containers the driver started need no liblxc in the caller.
 
 This is the one module that imports python-lxc.  It uses only the
@@ -26,15 +26,14 @@ overlay's persistent upper dir.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pvinit import errors
 from pvinit.containers import lxclog
-from pvinit.errors import BadInputError, ExternalToolError, NotFoundError, PvError
+from pvinit.errors import BadInputError, ExternalToolError, NotFoundError
+from pvinit.forked import run_forked
 from pvinit.pid1 import syscalls
 from pvinit.typecheck import TYPE_CHECKING
 
@@ -50,65 +49,18 @@ TEARDOWN_SECONDS = 10
 def call(work: Callable[[Any], object], *, where: str) -> object:
     """``work(_lxc)`` in a fork of this process; its JSON-able result, or its PvError again.
 
-    The answer is one line on a pipe, read up to its newline rather than to
-    end-of-file: a container started with ``daemonize`` leaves a monitor
-    behind that may hold the pipe open.  A child that dies without answering
-    (liblxc crashed) is an :class:`ExternalToolError` naming ``where``.
+    :func:`pvinit.forked.run_forked` does the forking and the answering: a
+    child that dies without answering (liblxc crashed) is an
+    :class:`ExternalToolError` naming ``where``, any other exception one too.
     """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child's coverage is not collected
-        os.close(read_end)
-        _answer(write_end, work)
-    os.close(write_end)
-    data = b""
-    try:
-        while not data.endswith(b"\n"):
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(read_end)
-        _, status = os.waitpid(pid, 0)
-    if not data.endswith(b"\n"):
-        raise ExternalToolError(
-            f"the liblxc helper ended without an answer (wait status {status})", where=where
-        )
-    answer = json.loads(data)
-    if "error" in answer:
-        raise _error(answer)
-    return answer.get("value")
 
+    def in_child(log: Callable[[str], None]) -> object:
+        del log
+        import _lxc
 
-def _answer(write_end: int, work: Callable[[Any], object]) -> None:  # pragma: no cover
-    """The child's side of :func:`call`: never returns, never runs the parent's cleanup."""
-    code = 0
-    try:
-        try:
-            import _lxc
+        return work(_lxc)
 
-            answer: dict[str, object] = {"value": work(_lxc)}
-        except PvError as error:
-            answer = {"error": type(error).__name__, "message": error.message, "where": error.where}
-        except Exception as error:  # noqa: BLE001 - told to the parent, which raises it
-            answer = {"error": "ExternalToolError", "message": f"liblxc: {error!r}", "where": None}
-        data = (json.dumps(answer) + "\n").encode()
-        while data:
-            data = data[os.write(write_end, data):]
-    except BaseException:  # noqa: BLE001 - the parent reports a missing answer
-        code = 1
-    finally:
-        os._exit(code)
-
-
-def _error(answer: dict[str, Any]) -> PvError:
-    """The PvError the child raised, as the same class (ExternalToolError if unknown)."""
-    kind = getattr(errors, str(answer.get("error")), None)
-    if not (isinstance(kind, type) and issubclass(kind, PvError)):
-        kind = ExternalToolError
-    where = answer.get("where")
-    return kind(str(answer.get("message")), where=where if isinstance(where, str) else None)
+    return run_forked(in_child, what="the liblxc helper", where=where)
 
 
 # -- what runs in the child -------------------------------------------------

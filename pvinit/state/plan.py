@@ -17,11 +17,15 @@ are identical in both revisions, whatever the plan does with them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from pvinit.errors import BadInputError
 from pvinit.record import record
 from pvinit.state.diff import PartDiff, StateDiff, diff_states
 from pvinit.state.model import BSP_DIR, DEVICE_KEY, SPEC_KEY, State
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @record(frozen=True, kw_only=True)
@@ -44,6 +48,27 @@ class UpdatePlan:
             "reboot": self.reboot,
             "reasons": list(self.reasons),
         }
+
+    @classmethod
+    def from_dict(cls, data: object, *, where: str = "update plan") -> UpdatePlan:
+        """The plan :meth:`to_dict` wrote (the update worker's fork sends it back so)."""
+        if not isinstance(data, dict):
+            raise BadInputError("an update plan must be an object", where=where)
+
+        def names(key: str) -> tuple[str, ...]:
+            value = data.get(key)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise BadInputError(f"{key!r} must be a list of text", where=where)
+            return tuple(value)
+
+        reboot = data.get("reboot")
+        if not isinstance(reboot, bool):
+            raise BadInputError("'reboot' must be true or false", where=where)
+        return cls(objects_to_fetch=names("objects_to_fetch"),
+                   containers_to_stop=names("containers_to_stop"),
+                   containers_to_start=names("containers_to_start"),
+                   containers_unchanged=names("containers_unchanged"),
+                   reboot=reboot, reasons=names("reasons"))
 
 
 def _verb(part: PartDiff, key: str) -> str:

@@ -61,14 +61,14 @@ from pvinit.supervisor.status import (
     write_status,
 )
 from pvinit.supervisor.updates import Health, UpdateCoordinator
-from pvinit.trails.install import InstalledRevision, install_bundle, load_trail
+from pvinit.trails.install import InstalledRevision, load_trail
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
 from pvinit.typecheck import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pvinit.control.server import ControlServer
-    from pvinit.update.engine import Prepared
+    from pvinit.update.trying import Prepared
 
 #: Exit code asking PID 1 for a reboot (EX_TEMPFAIL: "try again").
 EXIT_REBOOT = 75
@@ -116,6 +116,27 @@ def release_free_memory() -> None:
         Libc().malloc_trim()
 
 
+def install_factory(layout: StorageLayout, bundle: Path, log: SupervisorLog) -> int:
+    """Install the factory bundle in a short-lived fork; the revision it installed.
+
+    The bundle reader and verifier (``zstandard``, ``msgpack``, ``hashlib``)
+    stay in the fork (:mod:`pvinit.forked`): a device's first boot idles as
+    lean as its later ones.
+    """
+    from pvinit.forked import run_forked
+
+    def work(child_log: object) -> object:
+        del child_log  # install_bundle logs nothing
+        from pvinit.trails.install import install_bundle
+
+        return install_bundle(layout, bundle).revision
+
+    revision = run_forked(work, what="the factory install", where=str(bundle), log=log)
+    if not isinstance(revision, int):
+        raise PvError("the factory install answered no revision", where=str(bundle))
+    return revision
+
+
 def choose_revision(layout: StorageLayout, factory: Path | None, log: SupervisorLog) -> int:
     """``refs/current``; on a blank device, install the factory bundle and point at it."""
     current = read_ref(layout, "current")
@@ -131,9 +152,8 @@ def choose_revision(layout: StorageLayout, factory: Path | None, log: Supervisor
                 hint=f"put one at {layout.factory_bundle} or pass --factory BUNDLE",
             )
         log(f"first boot: installing factory bundle {bundle}")
-        installed = install_bundle(layout, bundle)
-        move_ref(layout, "factory", installed.revision, expect=None)
-        installed_factory = installed.revision
+        installed_factory = install_factory(layout, bundle, log)
+        move_ref(layout, "factory", installed_factory, expect=None)
     move_ref(layout, "current", installed_factory, expect=None)
     return installed_factory
 
@@ -162,7 +182,8 @@ class Supervisor:
         self.updates: UpdateCoordinator | None = None
         self.control: ControlServer | None = None  # the control socket (pvinit.control)
         self._control_tried = False
-        self._memory_report_at: float | None = None  # once, REPORT_AFTER s into RUNNING
+        # REPORT_AFTER s into RUNNING, and again after each live commit
+        self._memory_report_at: float | None = None
 
     # -- status -----------------------------------------------------------------
 
@@ -355,9 +376,15 @@ class Supervisor:
 
     def act(self) -> None:
         if self.updates is not None and self.phase is not SupervisorPhase.STARTING:
+            testing = self.updates.testing
             self.updates.tick()
             if self.stop_requested is not None:
                 return  # a rollback or a try reboot is under way: start nothing more
+            if testing is not None and self.updates.testing is None:
+                # A live update committed: say again what the device holds once idle
+                # (its preparation ran in a fork, so nothing of it should remain).
+                release_free_memory()
+                self._memory_report_at = time.monotonic() + memory.REPORT_AFTER
         now = time.monotonic()
         for run in self.groups:
             if run.status is GroupStatus.WAITING:

@@ -12,11 +12,12 @@ The main loop calls three things, in its fixed order:
 
 Downloads run in one worker thread (:class:`pvinit.supervisor.worker.UpdateWorker`,
 imported once every group started: a boot does not wait for ``threading`` and
-the inbox watcher) that watches the inboxes and polls the remote, and only
-ever touches storage (journal, objects, trails); containers, the boot
-environment and the refs are changed from the main loop only, so nothing is
-shared between the two but the deque of prepared updates (``append`` and
-``popleft`` are atomic).
+the inbox watcher) that watches the inboxes and polls the remote, prepares
+each update in a short-lived fork, and only ever touches storage (journal,
+objects, trails); containers, the boot environment and the refs are changed
+from the main loop only (:class:`pvinit.update.trying.TryController`, which
+imports nothing heavy), so nothing is shared between the two but the deque
+of prepared updates (``append`` and ``popleft`` are atomic).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from pvinit.update.journal import list_journals, read_journal, write_journal
 from pvinit.update.machine import UpdateState
 from pvinit.update.settings import load_settings
 
-if TYPE_CHECKING:  # the engine pulls in cryptography, zstandard, http: only when updating
+if TYPE_CHECKING:
     from pvinit.supervisor.worker import UpdateWorker
-    from pvinit.update.engine import Prepared, UpdateEngine
+    from pvinit.update.trying import Prepared, TryController
 
 Log = Callable[[str], None]
 BOOT_REV_ENV = "pv_boot_rev"  # what BootChoice.as_environ passes, like a kernel cmdline word
@@ -77,7 +78,7 @@ class UpdateCoordinator:
         self.environ = dict(os.environ) if environ is None else environ
         self.settings = load_settings(layout)
         self.bootenv = open_device_bootenv(layout, self.settings)
-        self._engine: UpdateEngine | None = None
+        self._engine: TryController | None = None
         self.testing: int | None = None
         self.test_started = 0.0
         self._baseline: Health | None = None
@@ -85,11 +86,12 @@ class UpdateCoordinator:
         self.worker: UpdateWorker | None = None
 
     @property
-    def engine(self) -> UpdateEngine:
+    def engine(self) -> TryController:
+        """The loop's half of the update engine (``prepare`` runs in the worker's forks)."""
         if self._engine is None:
-            from pvinit.update.engine import UpdateEngine
+            from pvinit.update.trying import TryController
 
-            self._engine = UpdateEngine(self.layout, bootenv=self.bootenv, log=self.log)
+            self._engine = TryController(self.layout, bootenv=self.bootenv, log=self.log)
         return self._engine
 
     # -- boot --------------------------------------------------------------------
@@ -115,10 +117,9 @@ class UpdateCoordinator:
             from pvinit.update.recovery import settle_committed
 
             settle_committed(self.layout, plan.committed, log=self.log)
-            if (self.layout.trail(plan.committed) / "trust.json").is_file():
-                # The revision rotates the keys; a cut after its commit point may have
-                # left the old trust file: installing it again is idempotent.
-                self.engine.install_trust(plan.committed)
+            # If the revision rotates the keys, a cut after its commit point may have
+            # left the old trust file: installing it again is idempotent.
+            self.engine.install_trust(plan.committed)
         old_try = read_ref(self.layout, "try")
         if plan.testing:
             self.testing = plan.run
@@ -145,7 +146,7 @@ class UpdateCoordinator:
     def start_worker(self) -> None:
         from pvinit.supervisor.worker import UpdateWorker
 
-        self.worker = UpdateWorker(self.layout, lambda: self.engine, self.settings,
+        self.worker = UpdateWorker(self.layout, self.bootenv, self.settings,
                                    log=self.log, deliver=self.deliver)
         self.worker.start()
 

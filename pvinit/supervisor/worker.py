@@ -5,18 +5,28 @@ once every group started, and imported only then: ``threading`` and the
 inbox watcher are not on the boot's path.  The worker only ever touches
 storage (journal, objects, trails) and hands a prepared update to the main
 loop through ``deliver``; the loop does the rest.
+
+Each preparation -- a remote poll too, even one that finds nothing new --
+runs in a short-lived fork (:mod:`pvinit.forked`): the update engine's
+modules (``cryptography``, ``zstandard``, ``msgpack``, the transports,
+~8.5 MiB) are imported there and leave with it, so a device that polled or
+applied an update live idles as lean as one that just booted.  The fork
+answers with the revision it installed; this thread reads its state from
+the new trail.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pvinit import durable
-from pvinit.errors import PvError, TransportError
+from pvinit.errors import BadInputError, PvError, TransportError
+from pvinit.forked import run_forked
 from pvinit.supervisor.inbox import (
     FALLBACK_SCAN,
     POLL_SCAN,
@@ -30,12 +40,12 @@ from pvinit.supervisor.inbox import (
 from pvinit.trails.layout import StorageLayout
 from pvinit.typecheck import TYPE_CHECKING
 from pvinit.update.journal import read_journal
-from pvinit.update.machine import UpdateState
 from pvinit.update.settings import DeviceSettings, RemoteSettings
+from pvinit.update.trying import Prepared, refusal_of
 
-if TYPE_CHECKING:  # the engine pulls in cryptography, zstandard, http: only when updating
+if TYPE_CHECKING:  # the engine pulls in cryptography, zstandard, http: only in the fork
+    from pvinit.boot.env import BootEnv
     from pvinit.transport.sources import UpdateSource
-    from pvinit.update.engine import Prepared, UpdateEngine
 
 Log = Callable[[str], None]
 INBOX_POLL = 1.0
@@ -55,12 +65,12 @@ class UpdateWorker(threading.Thread):
     the same bundle is copied again and found "not new").
     """
 
-    def __init__(self, layout: StorageLayout, engine: Callable[[], UpdateEngine],
+    def __init__(self, layout: StorageLayout, bootenv: BootEnv,
                  settings: DeviceSettings, *, log: Log,
                  deliver: Callable[[Prepared], None]) -> None:
         super().__init__(name="pvinit-update", daemon=True)
         self.layout = layout
-        self.engine = engine  # created on first use: an idle device never loads it
+        self.bootenv = bootenv
         self.settings = settings
         self.log = log
         self.deliver = deliver
@@ -75,6 +85,10 @@ class UpdateWorker(threading.Thread):
         self._next_scan = 0.0
         self._next_remote = 0.0
         self._backoff = 5.0
+        self._said_no: set[int] = set()  # replays already logged, carried from fork to fork
+        self._handed: dict[Path, tuple[FileId, int]] = {}  # bundle -> (its id, its revision)
+        self._child_lock = threading.Lock()
+        self._child: int | None = None  # a pidfd of the preparing fork, to end it on stop
 
     def run(self) -> None:
         try:
@@ -102,6 +116,12 @@ class UpdateWorker(threading.Thread):
         """Ask the thread to end (it may be waiting for events or for the loop)."""
         self.stopping.set()
         self.idle.set()
+        with self._child_lock:
+            if self._child is not None:  # its journal lets the next boot resume it
+                try:  # noqa: SIM105 - contextlib is not worth importing for this
+                    signal.pidfd_send_signal(self._child, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         watcher = self._watcher
         if watcher is not None:
             watcher.wake()
@@ -170,39 +190,94 @@ class UpdateWorker(threading.Thread):
             return
         self.log(f"inbox: {bundle} is on a read-only directory: copied as {target}")
 
-    def _offer(self, source: UpdateSource) -> Prepared | None:
-        prepared = self.engine().prepare(source)
-        if prepared is not None:
-            self.idle.clear()  # one update at a time: wait until the loop is done with it
-            self.deliver(prepared)
-        return prepared
+    def _prepare(self, make_source: Callable[[], UpdateSource], *, where: str,
+                 explain: bool) -> tuple[Prepared | None, str]:
+        """Run the engine's ``prepare`` in a fork; the installed revision, or why there is none.
 
-    def _refusal(self, source: UpdateSource) -> str:
-        """Why ``prepare`` took nothing from ``source`` ("" when it was simply not new)."""
-        from pvinit.signing.envelope import Envelope
+        ``explain``: say why nothing was taken (for a bundle's ``.reason``).
+        A prepared update is delivered to the loop here.
+        """
+        layout, bootenv, said_no = self.layout, self.bootenv, set(self._said_no)
 
-        envelope = Envelope.from_json(source.envelope_bytes(), source=source.describe())
-        journal = read_journal(self.layout, envelope.revision)
-        if journal is not None and journal.state in (UpdateState.WONTGO, UpdateState.ERROR):
-            return f"revision {envelope.revision} {journal.state.value}: {journal.reason}"
-        committed = self.engine().last_committed()
-        if journal is None and committed is not None and envelope.revision <= committed:
-            return (f"revision {envelope.revision} is not newer than the committed revision "
-                    f"{committed} (a replay or downgrade)")
-        return ""
+        def work(log: Log) -> object:  # in the fork: what it imports stays there
+            from pvinit.update.engine import UpdateEngine, prepare_answer
+
+            engine = UpdateEngine(layout, bootenv=bootenv, log=log, said_no=said_no)
+            return prepare_answer(engine, make_source(), explain=explain)
+
+        try:
+            answer = run_forked(work, what="the update preparer", where=where, log=self.log,
+                                started=self._remember_child)
+        finally:
+            with self._child_lock:
+                if self._child is not None:
+                    os.close(self._child)
+                    self._child = None
+        if not isinstance(answer, dict):
+            raise BadInputError("the update preparer answered no object", where=where)
+        said = answer.get("said_no")
+        if isinstance(said, list):
+            self._said_no.update(n for n in said if isinstance(n, int))
+        found = answer.get("prepared")
+        if found is None:
+            return None, str(answer.get("refusal") or "")
+        prepared = self._prepared_from(found, where=where)
+        self.idle.clear()  # one update at a time: wait until the loop is done with it
+        self.deliver(prepared)
+        return prepared, ""
+
+    def _settled(self, bundle: Path) -> str | None:
+        """The outcome of a bundle this worker handed to the loop, once its update ended.
+
+        Judged from the journal, without a fork: the loop has tested the
+        revision by now, so reading the bundle again would only confirm it.
+        """
+        handed = self._handed.pop(bundle, None)
+        if handed is None:
+            return None
+        ident, revision = handed
+        if self._seen.get(bundle) != ident:
+            return None  # replaced since: judge the new file
+        return refusal_of(read_journal(self.layout, revision))
+
+    def _remember_child(self, pid: int) -> None:
+        with self._child_lock:
+            self._child = os.pidfd_open(pid)
+
+    def _prepared_from(self, found: object, *, where: str) -> Prepared:
+        """The fork's answer as a :class:`Prepared`: the state from the trail it installed."""
+        from pvinit.state.plan import UpdatePlan
+        from pvinit.trails.install import load_trail
+
+        if not isinstance(found, dict) or not isinstance(found.get("revision"), int) \
+                or not isinstance(found.get("bytes_fetched"), int):
+            raise BadInputError("the update preparer's answer has the wrong shape", where=where)
+        revision: int = found["revision"]
+        return Prepared(revision=revision, state=load_trail(self.layout, revision).state,
+                        plan=UpdatePlan.from_dict(found.get("plan"), where=where),
+                        bytes_fetched=found["bytes_fetched"])
 
     def _from_bundle(self, bundle: Path) -> None:
         """Judge one bundle; move it to ``done/`` or ``failed/`` beside it, with the reason."""
-        from pvinit.transport.sources import BundleSource
+        def source() -> UpdateSource:
+            from pvinit.transport.sources import BundleSource
+
+            return BundleSource(bundle)
 
         outcome, reason = "done", ""
         try:
-            source = BundleSource(bundle)
-            if self._offer(source) is not None:
-                # Handed to the loop: the bundle stays until the update is journalled
-                # TESTING or final, so a power cut before that finds it again.
-                return
-            reason = self._refusal(source)
+            settled = self._settled(bundle)
+            if settled is None:
+                prepared, reason = self._prepare(source, where=str(bundle), explain=True)
+                if prepared is not None:
+                    # Handed to the loop: the bundle stays until the update is journalled
+                    # TESTING or final, so a power cut before that finds it again.
+                    ident = self._seen.get(bundle)
+                    if ident is not None:
+                        self._handed[bundle] = (ident, prepared.revision)
+                    return
+            else:
+                reason = settled
             outcome = "failed" if reason else "done"
         except (PvError, OSError) as error:  # a bad bundle must not be retried forever
             outcome, reason = "failed", str(error)
@@ -214,13 +289,16 @@ class UpdateWorker(threading.Thread):
             durable.write_file(target / f"{bundle.name}.reason", (reason + "\n").encode())
 
     def _from_remote(self, remote: RemoteSettings) -> None:
-        from pvinit.transport.oci import open_remote
-        from pvinit.transport.sources import RemoteSource
+        def source() -> UpdateSource:
+            from pvinit.transport.oci import open_remote
+            from pvinit.transport.sources import RemoteSource
+
+            repo = open_remote(remote.url, auth=remote.auth)  # http(s)://, file://, oci://
+            return RemoteSource(repo, remote.channel)
 
         url, interval = remote.url, remote.poll_interval
         try:
-            repo = open_remote(url, auth=remote.auth)  # http(s)://, file://, oci:// alike
-            self._offer(RemoteSource(repo, remote.channel))
+            self._prepare(source, where=url, explain=False)
         except TransportError as error:
             self.log(f"remote {url}: {error}; retrying in {self._backoff:.0f}s")
             self._next_remote = time.monotonic() + self._backoff

@@ -40,7 +40,8 @@ from pvinit.transport.fetcher import (
     open_fetcher,
 )
 from pvinit.transport.registry import RegistryAuth, RegistryClient
-from pvinit.transport.remote import ObjectWant, RemoteRepository
+from pvinit.transport.remote import RemoteRepository
+from pvinit.transport.wants import ObjectWant
 
 
 class OciRemoteRepository(RemoteRepository):

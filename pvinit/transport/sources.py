@@ -21,14 +21,11 @@ from pvinit.objects.store import ObjectStore
 from pvinit.record import record
 from pvinit.remote import layout
 from pvinit.signing.envelope import Envelope
-from pvinit.transport.remote import (
-    FetchedObject,
-    FetchReport,
-    ObjectWant,
-    Progress,
-    RemoteRepository,
-    plan_wants,
-)
+from pvinit.transport.wants import FetchedObject, FetchReport, ObjectWant, Progress, plan_wants
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a bundle needs no network stack (see pvinit.transport.wants)
+    from pvinit.transport.remote import RemoteRepository
 
 
 @record(frozen=True)

@@ -2,11 +2,14 @@
 
 Split in two halves because they run in different places:
 
-- :meth:`UpdateEngine.prepare` (the update worker): QUEUED -> trust checks ->
-  state -> plan -> space -> DOWNLOADING -> INSTALLING (trail).  Pure storage
-  work; no container is touched, so it can run beside the running revision.
-- :meth:`UpdateEngine.begin_try`, :meth:`commit` and :meth:`fail` (the
-  supervisor's main loop): the boot environment and the refs.
+- :meth:`UpdateEngine.prepare` (the update worker, in a short-lived fork of
+  the supervisor: :func:`prepare_forked`): QUEUED -> trust checks -> state ->
+  plan -> space -> DOWNLOADING -> INSTALLING (trail).  Pure storage work; no
+  container is touched, so it can run beside the running revision.  Its
+  modules (``cryptography``, ``zstandard``, the transports) leave with the fork.
+- :class:`pvinit.update.trying.TryController` (``begin_try``, ``commit``,
+  ``fail``; the supervisor's main loop): the boot environment and the refs.
+  :class:`UpdateEngine` extends it, so tests can drive one object end to end.
 
 A revision may rotate the device's keys by carrying a new trust file as the
 inline document ``trust.json`` at the top of its state
@@ -30,55 +33,38 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from pvinit import durable
 from pvinit.boot.env import BootEnv
-from pvinit.boot.rule import abandon_try, begin_try, commit
 from pvinit.errors import (
     BadInputError,
     ConflictError,
     IntegrityError,
     NoSpaceError,
     NotFoundError,
-    PvError,
     TrustError,
     TrustRejectedError,
 )
 from pvinit.objects.disk import DiskObjectStore
-from pvinit.record import record
 from pvinit.signing.envelope import Envelope
-from pvinit.signing.trust import TrustPolicy, check_envelope, load_trust
+from pvinit.signing.trust import TrustPolicy, check_envelope
 from pvinit.state.model import State
 from pvinit.state.plan import UpdatePlan, plan_update
 from pvinit.trails.install import install_revision, load_trail
 from pvinit.trails.layout import StorageLayout
-from pvinit.trails.refs import move_ref, read_ref
-from pvinit.transport.remote import ObjectWant
-from pvinit.transport.sources import UpdateSource
+from pvinit.trails.refs import read_ref
+from pvinit.transport.wants import ObjectWant
+from pvinit.typecheck import TYPE_CHECKING
 from pvinit.update.gc import collect_garbage
 from pvinit.update.journal import Journal, read_journal, write_journal
 from pvinit.update.machine import TERMINAL, UpdateState
 from pvinit.update.recovery import sweep_store_temps
-from pvinit.update.settings import trust_path
+from pvinit.update.trying import TRUST_KEY, Prepared, TryController, refusal_of
+
+if TYPE_CHECKING:
+    from pvinit.transport.sources import UpdateSource
 
 Log = Callable[[str], None]
-#: The state key of a trust rotation: an inline trust file (``pvinit-trust@1``).
-TRUST_KEY = "trust.json"
 #: Room kept free beyond what an update needs (journals, logs, metadata).
 SPACE_MARGIN = 4 << 20
-
-
-@record(frozen=True)
-class Prepared:
-    """A revision downloaded and installed as a trail, ready to try."""
-
-    revision: int
-    state: State
-    plan: UpdatePlan
-    bytes_fetched: int
-
-    @property
-    def reboot(self) -> bool:
-        return self.plan.reboot
 
 
 def rotated_trust(state: State, current: TrustPolicy, *, where: str) -> TrustPolicy | None:
@@ -108,7 +94,9 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-class UpdateEngine:
+class UpdateEngine(TryController):
+    """Both halves of an update; :meth:`prepare` is the one that needs the heavy modules."""
+
     def __init__(
         self,
         layout: StorageLayout,
@@ -118,40 +106,15 @@ class UpdateEngine:
         trust: TrustPolicy | None = None,
         now: Callable[[], dt.datetime] | None = None,
         free: Callable[[Path], int] = free_bytes,
+        said_no: set[int] | None = None,
     ) -> None:
-        self.layout = layout
+        super().__init__(layout, bootenv=bootenv, log=log, trust=trust)
         self.store = DiskObjectStore(layout.objects)
-        self.bootenv = bootenv
-        self.log = log
-        self._trust = trust
         self.now = now or (lambda: dt.datetime.now(tz=dt.UTC))
         self.free = free
-        self._said_no: set[int] = set()
+        self.said_no = set() if said_no is None else said_no
+        """Revisions already refused as replays (logged once, not at every poll)."""
 
-    # -- facts ----------------------------------------------------------------------
-    def trust(self) -> TrustPolicy:
-        if self._trust is None:
-            path = trust_path(self.layout)
-            if not path.is_file():
-                raise TrustError(
-                    "this device has no trust file, so it trusts no update",
-                    where=str(path), hint="install one with the device's release keys",
-                )
-            self._trust = load_trust(path)
-        return self._trust
-
-    def last_committed(self) -> int | None:
-        done = read_ref(self.layout, "done")
-        return done if done is not None else read_ref(self.layout, "current")
-
-    def _journal(self, journal: Journal, state: UpdateState, note: str = "",
-                 **changes: object) -> Journal:
-        updated = journal.advance(state, note, **changes)
-        write_journal(self.layout, updated)
-        self.log(f"update {journal.revision}: {state.value}" + (f": {note}" if note else ""))
-        return updated
-
-    # -- the worker half --------------------------------------------------------
     def prepare(self, source: UpdateSource) -> Prepared | None:
         """Take the source's revision as far as an installed trail; None if nothing to do.
 
@@ -171,8 +134,8 @@ class UpdateEngine:
             if committed is not None and revision <= committed:
                 # Never overwrite the journal of a revision we hold; just say no (once:
                 # a channel pointing at what the device runs is the quiet steady state).
-                if revision < committed and revision not in self._said_no:
-                    self._said_no.add(revision)
+                if revision < committed and revision not in self.said_no:
+                    self.said_no.add(revision)
                     self.log(f"update {revision}: refused: not newer than committed "
                              f"{committed} (a replay or downgrade)")
                 return None
@@ -253,78 +216,35 @@ class UpdateEngine:
             raise NoSpaceError(f"need {needed} bytes, {free} free after garbage collection",
                                where=str(self.layout.root))
 
-    # -- the supervisor half -------------------------------------------------------
-    def begin_try(self, prepared: Prepared) -> None:
-        """Journal TESTING, then arm the bootloader to try the revision once (reboot updates)."""
-        journal = self._require(prepared.revision)
-        self._journal(journal, UpdateState.TESTING, "rebooting into the try revision")
-        self.bootenv.update(begin_try(prepared.revision))
-        move_ref(self.layout, "try", prepared.revision, expect=read_ref(self.layout, "try"))
+    def refusal(self, source: UpdateSource) -> str:
+        """Why :meth:`prepare` took nothing from ``source`` ("" when it was simply not new)."""
+        envelope = Envelope.from_json(source.envelope_bytes(), source=source.describe())
+        journal = read_journal(self.layout, envelope.revision)
+        settled = refusal_of(journal)
+        if settled:
+            return settled
+        committed = self.last_committed()
+        if journal is None and committed is not None and envelope.revision <= committed:
+            return (f"revision {envelope.revision} is not newer than the committed revision "
+                    f"{committed} (a replay or downgrade)")
+        return ""
 
-    def begin_live(self, prepared: Prepared) -> None:
-        """Journal TESTING for an update applied without a reboot."""
-        journal = self._require(prepared.revision)
-        self._journal(journal, UpdateState.TESTING, "applied without reboot")
 
-    def commit(self, revision: int) -> None:
-        """The revision passed testing: the boot environment, then the journal, then the refs.
+def prepare_answer(engine: UpdateEngine, source: UpdateSource, *,
+                   explain: bool) -> dict[str, object]:
+    """What the update worker's fork answers (:mod:`pvinit.forked`): plain JSON values.
 
-        The boot environment goes first because it is the commit point: a
-        journal saying DONE before it could outlive a power cut that sends the
-        bootloader back to the old revision (a terminal lie).  The other way
-        round, the cut leaves the new revision booting with its journal in
-        TESTING, which boot finishes (:func:`pvinit.update.recovery.settle_committed`).
-        """
-        journal = self._require(revision)
-        final = UpdateState.DONE if journal.reboot else UpdateState.UPDATED
-        self.bootenv.update(commit(revision))
-        self.install_trust(revision)  # before the journal: a final state means keys rotated too
-        self._journal(journal, final, "committed")
-        self.adopt(revision)
-
-    def install_trust(self, revision: int) -> None:
-        """Install the trust file a committed revision carries; idempotent (safe to repeat at boot).
-
-        Runs after the commit point: a power cut in between leaves the old keys,
-        and calling this again for the committed revision finishes the job.
-        """
-        where = f"revision {revision} state"
-        try:
-            new = rotated_trust(load_trail(self.layout, revision).state, self.trust(), where=where)
-        except PvError as error:  # checked at prepare; only a trust file changed since lands here
-            self.log(f"update {revision}: trust file not rotated: {error}")
-            return
-        if new is None:
-            return
-        path = trust_path(self.layout)
-        durable.makedirs(path.parent)
-        durable.write_file(path, new.to_json(), mode=0o644, name="trust")
-        self._trust = new
-        self.log(f"update {revision}: trust rotated to version {new.version} "
-                 f"({len(new.keys)} key(s), threshold {new.threshold})")
-
-    def adopt(self, revision: int) -> None:
-        """Point current and done at ``revision`` and clear try (CAS on what we read)."""
-        for name in ("current", "done"):
-            old = read_ref(self.layout, name)
-            if old != revision:
-                move_ref(self.layout, name, revision, expect=old)
-        old_try = read_ref(self.layout, "try")
-        if old_try is not None:
-            move_ref(self.layout, "try", None, expect=old_try)
-
-    def fail(self, revision: int, cause: str) -> None:
-        """The revision failed after install: journal ERROR, disarm the try."""
-        journal = read_journal(self.layout, revision)
-        if journal is not None and journal.state not in TERMINAL:
-            self._journal(journal, UpdateState.ERROR, cause)
-        self.bootenv.update(abandon_try())
-        old_try = read_ref(self.layout, "try")
-        if old_try is not None:
-            move_ref(self.layout, "try", None, expect=old_try)
-
-    def _require(self, revision: int) -> Journal:
-        journal = read_journal(self.layout, revision)
-        if journal is None:
-            raise PvError(f"no journal for revision {revision}", where=f"revision {revision}")
-        return journal
+    ``{"prepared": {"revision", "bytes_fetched", "plan"}}`` for a revision
+    installed as a trail (the caller reads its state from the trail), else
+    ``{"refusal": why}`` (with ``explain``; "" when it was simply not new).
+    ``said_no`` carries the engine's refused replays back to the next fork.
+    """
+    prepared = engine.prepare(source)
+    answer: dict[str, object] = {"said_no": sorted(engine.said_no)}
+    if prepared is not None:
+        answer["prepared"] = {"revision": prepared.revision,
+                              "bytes_fetched": prepared.bytes_fetched,
+                              "plan": prepared.plan.to_dict()}
+    elif explain:
+        answer["refusal"] = engine.refusal(source)
+    return answer

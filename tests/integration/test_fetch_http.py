@@ -28,8 +28,9 @@ from pvinit.objects.disk import DiskObjectStore
 from pvinit.remote import layout
 from pvinit.signing.envelope import Envelope
 from pvinit.transport.fetcher import HttpFetcher, RemoteNotFoundError, open_fetcher
-from pvinit.transport.remote import ObjectWant, RemoteRepository
+from pvinit.transport.remote import RemoteRepository
 from pvinit.transport.sources import RemoteSource
+from pvinit.transport.wants import ObjectWant
 from tests.conftest import need_tool, settled_log_lines
 from tests.unit.test_transport_support import RemoteBuilder, blob, frame, sha
 

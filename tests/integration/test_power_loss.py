@@ -54,9 +54,9 @@ from pvinit.trails.install import install_revision, load_trail
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
 from pvinit.update.bootloader import dev_choose_boot
-from pvinit.update.engine import Prepared
 from pvinit.update.journal import read_journal
 from pvinit.update.machine import COMMITTED, TERMINAL, UpdateState
+from pvinit.update.trying import Prepared
 from tests.integration.test_supervisor_support import container, group
 
 #: Boot groups of the factory revision; a reboot update changes a timeout (device.json).
@@ -205,7 +205,7 @@ class Device:
         self.loop.running = revision
         coordinator.booted(revision)
         self.coordinator = coordinator
-        self.worker = UpdateWorker(self.layout, lambda: coordinator.engine, coordinator.settings,
+        self.worker = UpdateWorker(self.layout, coordinator.bootenv, coordinator.settings,
                                    log=self.log, deliver=self.delivered.put)
         coordinator.worker = self.worker
         return revision

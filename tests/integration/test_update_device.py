@@ -24,11 +24,13 @@ import pytest
 
 from pvinit.boot.env import FileBootEnv
 from pvinit.bundle.writer import write_bundle
+from pvinit.pid1.locate import find_dev_pid1
 from pvinit.signing.keys import SigningKey
 from pvinit.signing.trust import TrustPolicy, sign_envelope
 from pvinit.trails.refs import read_ref
 from pvinit.update.journal import read_journal
 from tests.integration.test_containers_support import pvnotify_binary
+from tests.integration.test_supervisor_pvinit import supervisor_of
 from tests.integration.test_supervisor_support import (
     REPO,
     Device,
@@ -188,6 +190,14 @@ def test_an_app_change_is_applied_without_reboot_and_committed(updater: Updater)
     # update is final: soon after the journal says UPDATED, not at the same instant.
     moved = u.dev.storage / "inbox" / "done" / "r2.pvb"
     u.wait("r2.pvb moved to inbox/done", moved.is_file, timeout=30)
+    # The factory install and the update ran in short-lived forks: none of the engine's
+    # libraries (signatures, bundle decoding, hashing) ever entered the supervisor.
+    pid1 = find_dev_pid1(u.dev.storage)
+    assert pid1 is not None
+    maps = Path(f"/proc/{supervisor_of(pid1)}/maps").read_text()
+    for library in ("cryptography", "zstandard", "msgpack", "_hashlib"):
+        assert library not in maps, library
+    assert "the update preparer" not in log  # no fork failed
 
 
 def test_a_device_change_reboots_into_try_and_commits(updater: Updater) -> None:

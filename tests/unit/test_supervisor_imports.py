@@ -11,7 +11,8 @@ and ``locale``) not at all; the control and notify sockets are the C type
 ``_socket.socket``, without ``socket``'s enums and ``selectors``.  The update
 worker and the inbox watcher are imported once every group started, the
 control server once the first group is on its way; ``queue`` is not needed
-at all.
+at all.  An update is prepared in a short-lived fork (:mod:`pvinit.forked`):
+the update engine and its libraries never enter the supervisor.
 """
 
 from __future__ import annotations
@@ -43,6 +44,36 @@ def test_supervisor_boot_modules_leave_out_what_only_updates_and_builds_use() ->
     code = (
         f"import sys\nfor name in {BOOT_MODULES!r}: __import__(name)\n"
         f"print(*[n for n in {NOT_AT_BOOT!r} if n in sys.modules])"
+    )
+    site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *site]))
+    out = subprocess.run(
+        [sys.executable, "-S", "-P", "-c", code], env=env, capture_output=True, text=True,
+        check=True,
+    )
+    assert out.stdout.split() == []
+
+
+AFTER_AN_UPDATE = (
+    *BOOT_MODULES,
+    "pvinit.supervisor.worker",
+    "pvinit.update.trying",
+    "pvinit.state.plan",
+    "pvinit.trails.install",
+)
+"""What the supervisor itself imports to take an update: the worker and the loop's half."""
+ONLY_IN_THE_FORK = (
+    "pvinit.update.engine", "pvinit.signing.trust", "pvinit.bundle.reader",
+    "pvinit.transport.sources", "cryptography", "zstandard", "msgpack", "http.client",
+    "_hashlib", "typing",
+)
+
+
+def test_an_update_leaves_the_engine_s_modules_in_its_fork() -> None:
+    """The engine's half that needs them runs in :mod:`pvinit.forked` (~8.5 MiB, issue 3)."""
+    code = (
+        f"import sys\nfor name in {AFTER_AN_UPDATE!r}: __import__(name)\n"
+        f"print(*[n for n in {ONLY_IN_THE_FORK!r} if n in sys.modules])"
     )
     site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *site]))

@@ -12,13 +12,8 @@ from pvinit.objects.memory import MemoryObjectStore
 from pvinit.remote import layout
 from pvinit.signing.envelope import Envelope
 from pvinit.transport.fetcher import FileFetcher, RemoteNotFoundError
-from pvinit.transport.remote import (
-    FetchedObject,
-    FetchReport,
-    ObjectWant,
-    RemoteRepository,
-    plan_wants,
-)
+from pvinit.transport.remote import RemoteRepository
+from pvinit.transport.wants import FetchedObject, FetchReport, ObjectWant, plan_wants
 from tests.unit.test_transport_support import RemoteBuilder, blob, frame, sha
 
 
