@@ -28,6 +28,7 @@ a human (and the tests) why.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import signal
@@ -105,12 +106,19 @@ class GroupRun:
         return GroupReport(name=self.group.name, goal=self.group.status_goal, status=self.status)
 
 
-def release_free_memory() -> None:
-    """After the boot's burst of allocations: collect cycles, return free heap to the kernel."""
-    import gc
+GC_HELD_AT_MOST = 30.0
+"""Seconds the boot runs without garbage collection at most (it is on again at RUNNING)."""
 
+
+def release_free_memory() -> None:
+    """After the boot's burst of allocations: collect cycles, return free heap to the kernel.
+
+    Also turns garbage collection back on: the supervisor boots without it
+    (:func:`pvinit.supervisor.main.main`).
+    """
     from pvinit.pid1.syscalls import Libc
 
+    gc.enable()
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         Libc().malloc_trim()
@@ -184,6 +192,7 @@ class Supervisor:
         self._control_tried = False
         # REPORT_AFTER s into RUNNING, and again after each live commit
         self._memory_report_at: float | None = None
+        self._collect_by: float | None = None  # garbage collection back on by then at the latest
 
     # -- status -----------------------------------------------------------------
 
@@ -252,6 +261,7 @@ class Supervisor:
 
     def _idle(self) -> int:
         """Nothing to run: stay up (PID 1 would reboot into the same error) until told to stop."""
+        release_free_memory()
         while self.stop_requested is None:
             select.select([self._wake_r], [], [], MAX_WAIT)
             self._drain_wakeup()
@@ -261,6 +271,7 @@ class Supervisor:
         return 0
 
     def boot(self) -> None:
+        self._collect_by = time.monotonic() + GC_HELD_AT_MOST
         layout = self.layout
         for directory in (layout.objects, layout.trails, layout.refs, layout.logs, layout.disks):
             durable.makedirs(directory)
@@ -414,12 +425,17 @@ class Supervisor:
         ):
             self.phase = SupervisorPhase.RUNNING
             self.log(f"revision {self.revision}: every group started")
+            self.publish()  # say so first: the chores below are not part of the boot
             sweep_boot_scope(self.layout, self.log)
             if self.updates is not None:
                 self.updates.tick()
                 self.updates.start_worker()
             release_free_memory()
             self._memory_report_at = time.monotonic() + memory.REPORT_AFTER
+        if self._collect_by is not None and (now >= self._collect_by
+                                             or self.phase is SupervisorPhase.RUNNING):
+            self._collect_by = None
+            gc.enable()  # a boot stuck waiting for a goal must not hold its garbage for good
         if self._memory_report_at is not None and now >= self._memory_report_at:
             self._memory_report_at = None
             mine = memory.describe(memory.read_memory(os.getppid()), memory.read_memory("self"))

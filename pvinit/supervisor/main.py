@@ -12,6 +12,7 @@ and the dev launcher outside the namespace reads the status file through
 from __future__ import annotations
 
 import _thread
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -78,6 +79,9 @@ what the worker uses (Python calls do not grow the C stack in 3.11+).
 
 def main(argv: Sequence[str] | None = None) -> int:
     _thread.stack_size(THREAD_STACK_BYTES)
+    # Garbage collection waits until every group started (release_free_memory, in the
+    # loop): the boot allocates in one burst, and passes over it would only slow it.
+    gc.disable()
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
     except ValueError as error:

@@ -28,13 +28,16 @@ from pvinit.errors import (
     PvError,
     RevisionNotFoundError,
 )
-from pvinit.objects.disk import DiskObjectStore
 from pvinit.objects.ids import metadata_sha256
 from pvinit.record import record
 from pvinit.signing.envelope import Envelope
 from pvinit.state.canonical import canonical_bytes
 from pvinit.state.model import State
 from pvinit.trails.layout import PV_DIR, StorageLayout, check_revision
+from pvinit.typecheck import TYPE_CHECKING
+
+if TYPE_CHECKING:  # installs need the store; a boot only loads a trail
+    from pvinit.objects.disk import DiskObjectStore
 
 STATE_FILE = "state.json"
 ENVELOPE_FILE = "envelope.json"
@@ -168,6 +171,8 @@ def install_revision(
             )
         return installed
     durable.makedirs(layout.objects)
+    from pvinit.objects.disk import DiskObjectStore
+
     store = DiskObjectStore.create(layout.objects)
     _check_objects_present(state, store, where)
     partial = layout.partial_trail(revision)
@@ -207,6 +212,8 @@ def install_bundle(layout: StorageLayout, bundle_path: str | os.PathLike[str]) -
         state = _check_envelope(header.state, header.envelope, where)
         carried = {entry.object_id for entry in header.objects}
         durable.makedirs(layout.objects)
+        from pvinit.objects.disk import DiskObjectStore
+
         store = DiskObjectStore.create(layout.objects)
         for key, object_id in sorted(state.objects.items()):
             if object_id not in carried and not store.contains(object_id):

@@ -22,13 +22,13 @@ import os
 
 from pvinit.errors import BadInputError
 from pvinit.record import record
-from pvinit.transport.auth import RegistryAuth
 from pvinit.typecheck import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from pvinit.trails.layout import StorageLayout
+    from pvinit.transport.auth import RegistryAuth
 
 SETTINGS_FILE = "config/pvinit.json"
 """The settings' place, relative to the storage directory."""
@@ -107,6 +107,8 @@ class DeviceSettings:
                                     where=f"{where}#remote.poll_interval")
             auth = None
             if raw_remote.get("auth") is not None:
+                from pvinit.transport.auth import RegistryAuth  # only a device with credentials
+
                 auth = RegistryAuth.from_dict(raw_remote["auth"], where=f"{where}#remote.auth")
             remote = RemoteSettings(raw_remote["url"], raw_remote["channel"], float(interval),
                                     auth)

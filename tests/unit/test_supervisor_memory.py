@@ -31,3 +31,17 @@ def test_the_line_gives_both_processes_their_sum_and_their_rss() -> None:
     assert line == ("PID 1 5.8 MiB + supervisor 12.4 MiB = 18.2 MiB PSS "
                     "(RSS 9.1 + 20.3 MiB)")
     assert "not available" in describe(None, ProcessMemory(1, 1))
+
+
+def test_releasing_the_boot_s_memory_turns_garbage_collection_back_on() -> None:
+    """The supervisor boots without collection (a burst of allocations); RUNNING ends that."""
+    import gc
+
+    from pvinit.supervisor.loop import release_free_memory
+
+    gc.disable()
+    try:
+        release_free_memory()
+        assert gc.isenabled()
+    finally:
+        gc.enable()
