@@ -118,8 +118,11 @@ def _quick_parse(words: Sequence[str]) -> LaunchArgs | None:
 def parse_launch_args(words: Sequence[str]) -> LaunchArgs:
     """The launcher's options; exits with argparse's usage message (code 2) on bad ones."""
     quick = _quick_parse(words)
-    if quick is not None:
-        return quick
+    return quick if quick is not None else parse_with_argparse(words)
+
+
+def parse_with_argparse(words: Sequence[str]) -> LaunchArgs:
+    """:func:`parse_launch_args` the slow way: help, version, errors, abbreviations."""
     args, passthrough = build_parser().parse_known_args(list(words))
     return LaunchArgs(
         storage=args.storage,

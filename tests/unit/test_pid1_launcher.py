@@ -11,21 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pvinit.cli.pvinit import LaunchArgs, _quick_parse, build_parser, parse_launch_args
+from pvinit.cli.pvinit import LaunchArgs, _quick_parse, parse_launch_args, parse_with_argparse
 from pvinit.pid1.launcher import find_program, shell_words
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _by_argparse(words: list[str]) -> LaunchArgs:
-    args, rest = build_parser().parse_known_args(words)
-    return LaunchArgs(
-        storage=args.storage,
-        factory=args.factory,
-        status_interval=1.0 if args.status_interval is None else args.status_interval,
-        max_boots=args.max_boots,
-        passthrough=tuple(rest),
-    )
 
 
 @pytest.mark.parametrize(
@@ -41,7 +30,7 @@ def _by_argparse(words: list[str]) -> LaunchArgs:
 def test_the_quick_parser_reads_what_argparse_reads(words: list[str]) -> None:
     quick = _quick_parse(words)
     assert quick is not None
-    assert quick == _by_argparse(words)
+    assert quick == parse_with_argparse(words)
 
 
 @pytest.mark.parametrize(

@@ -40,10 +40,11 @@ NOT_AT_BOOT = (
 )
 
 
-def test_supervisor_boot_modules_leave_out_what_only_updates_and_builds_use() -> None:
+def _held_after_importing(modules: tuple[str, ...], asked: tuple[str, ...]) -> list[str]:
+    """Which of ``asked`` a fresh interpreter holds once it imported ``modules``."""
     code = (
-        f"import sys\nfor name in {BOOT_MODULES!r}: __import__(name)\n"
-        f"print(*[n for n in {NOT_AT_BOOT!r} if n in sys.modules])"
+        f"import sys\nfor name in {modules!r}: __import__(name)\n"
+        f"print(*[n for n in {asked!r} if n in sys.modules])"
     )
     site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *site]))
@@ -51,7 +52,11 @@ def test_supervisor_boot_modules_leave_out_what_only_updates_and_builds_use() ->
         [sys.executable, "-S", "-P", "-c", code], env=env, capture_output=True, text=True,
         check=True,
     )
-    assert out.stdout.split() == []
+    return out.stdout.split()
+
+
+def test_supervisor_boot_modules_leave_out_what_only_updates_and_builds_use() -> None:
+    assert _held_after_importing(BOOT_MODULES, NOT_AT_BOOT) == []
 
 
 AFTER_AN_UPDATE = (
@@ -71,14 +76,4 @@ ONLY_IN_THE_FORK = (
 
 def test_an_update_leaves_the_engine_s_modules_in_its_fork() -> None:
     """The engine's half that needs them runs in :mod:`pvinit.forked` (~8.5 MiB, issue 3)."""
-    code = (
-        f"import sys\nfor name in {AFTER_AN_UPDATE!r}: __import__(name)\n"
-        f"print(*[n for n in {ONLY_IN_THE_FORK!r} if n in sys.modules])"
-    )
-    site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *site]))
-    out = subprocess.run(
-        [sys.executable, "-S", "-P", "-c", code], env=env, capture_output=True, text=True,
-        check=True,
-    )
-    assert out.stdout.split() == []
+    assert _held_after_importing(AFTER_AN_UPDATE, ONLY_IN_THE_FORK) == []
