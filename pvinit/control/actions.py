@@ -125,7 +125,23 @@ def point_done(layout: StorageLayout, target: int) -> None:
 
 
 def bundle_revision(path: Path) -> int:
-    """The revision a bundle file carries, from its header alone (no object is read)."""
+    """The revision a bundle file carries, from its header alone (no object is read).
+
+    Read in a short-lived fork (:mod:`pvinit.forked`): decoding the header
+    loads ``msgpack`` and ``typing``, which the supervisor would otherwise
+    keep after every ``pvctl install``.
+    """
+    from pvinit.forked import run_forked
+
+    revision = run_forked(lambda log: read_bundle_revision(path),
+                          what="reading the bundle header", where="uploaded bundle")
+    if not isinstance(revision, int):
+        raise BadInputError("the bundle header names no revision", where="uploaded bundle")
+    return revision
+
+
+def read_bundle_revision(path: Path) -> int:
+    """:func:`bundle_revision`'s work, in the process that calls it."""
     from pvinit.bundle.format import PREFIX_SIZE, decode_header, decode_prefix
 
     where = "uploaded bundle"

@@ -18,8 +18,10 @@ import pytest
 
 from pvinit.cli import pvctl
 from pvinit.control.client import ControlClient
+from pvinit.pid1.locate import find_dev_pid1
 from tests.conftest import need_tool
 from tests.integration.test_containers_support import pvnotify_binary
+from tests.integration.test_supervisor_pvinit import supervisor_of
 from tests.integration.test_supervisor_support import REPO, device, supervisor_image
 from tests.integration.test_update_device import (
     GROUPS,
@@ -129,6 +131,11 @@ def test_a_bundle_installed_through_the_api_is_applied_and_rollback_goes_back_an
     code, text = pvctl_in_process(sock, "--json", "install", str(bundle), "--wait", "120")
     assert code == 0, text
     assert u.journal_state(2) == "UPDATED"
+    # The upload's header was read, and the update prepared, in short-lived forks.
+    pid1 = find_dev_pid1(u.dev.storage)
+    assert pid1 is not None
+    maps = Path(f"/proc/{supervisor_of(pid1)}/maps").read_text()
+    assert "msgpack" not in maps and "cryptography" not in maps
     code, text = pvctl_in_process(sock, "--json", "diff", "1", "2")
     assert code == 0 and "app/run.json" in text
     # roll back to 1 (an older stored revision): a reboot, then 1 runs and is committed
