@@ -14,7 +14,8 @@ supervisor imports (docs/benchmarks-history.md).
 ``frozen``, ``kw_only``, ``eq``, :func:`field` (``default``,
 ``default_factory``, ``repr``, ``compare``), ``__post_init__`` and
 :func:`replace` -- and costs one small ``__init__`` per class, compiled
-when the class is first built (most records a boot imports never are):
+once the class has been built a few times (before that, a generic one
+binds the arguments: most records a boot builds, it builds only once):
 ``__eq__``, ``__hash__``, ``__repr__`` and the frozen ``__setattr__`` are
 shared functions reading the class's field list.  Type checkers see it as
 a dataclass through :func:`typing.dataclass_transform` (PEP 681), so mypy
@@ -253,17 +254,74 @@ def _compile_init(
     return init
 
 
-def _deferred_init(cls: type, record_fields: tuple[Field, ...], *, frozen: bool) -> object:
-    """An ``__init__`` that compiles the real one on first use and puts it in its place.
+INTERPRETED_CALLS = 16
+"""Constructions of a record class served by :func:`_bind` before its ``__init__`` is compiled."""
 
-    Compiling costs ~0.1 ms a class; most of the records a process imports
-    (update, control, build models) are never built during a boot.
+
+def _bind(
+    cls: type, record_fields: tuple[Field, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """(name, value) of every field for a call ``cls(*args, **kwargs)``, as the compiled init binds.
+
+    Raises TypeError as a def would: too many positional arguments, an
+    unknown or repeated keyword, a required field missing.
     """
+    qualname = f"{cls.__qualname__}.__init__()"
+    positional = [f.name for f in record_fields if not f.kw_only]
+    if len(args) > len(positional):
+        raise TypeError(f"{qualname} takes {len(positional) + 1} positional arguments "
+                        f"but {len(args) + 1} were given")
+    given = dict(zip(positional, args, strict=False))  # fewer args than fields: fine
+    known = {f.name for f in record_fields}
+    for name, value in kwargs.items():
+        if name not in known:
+            raise TypeError(f"{qualname} got an unexpected keyword argument {name!r}")
+        if name in given:
+            raise TypeError(f"{qualname} got multiple values for argument {name!r}")
+        given[name] = value
+    bound: list[tuple[str, Any]] = []
+    missing: list[str] = []
+    for record_field in record_fields:
+        name = record_field.name
+        value = given.get(name, _MISSING)
+        if value is _MISSING:
+            if record_field.default_factory is not None:
+                value = record_field.default_factory()
+            elif record_field.default is not _MISSING:
+                value = record_field.default
+            else:
+                missing.append(name)
+                continue
+        bound.append((name, value))
+    if missing:
+        raise TypeError(f"{qualname} missing {len(missing)} required argument(s): "
+                        + ", ".join(repr(name) for name in missing))
+    return bound
+
+
+def _deferred_init(cls: type, record_fields: tuple[Field, ...], *, frozen: bool) -> object:
+    """An ``__init__`` that binds generically at first, then compiles the real one.
+
+    Compiling costs ~75 us a class, and a boot builds ~30 record classes
+    only a handful of times each (~2 ms of the supervisor's start, issue 3).
+    A class built more than :data:`INTERPRETED_CALLS` times gets the
+    compiled ``__init__`` in its place, as fast as a dataclass's.
+    """
+    calls = 0
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        init = _compile_init(cls, record_fields, frozen=frozen)
-        type.__setattr__(cls, "__init__", init)
-        init(self, *args, **kwargs)
+        nonlocal calls
+        calls += 1
+        if calls > INTERPRETED_CALLS:
+            init = _compile_init(cls, record_fields, frozen=frozen)
+            type.__setattr__(cls, "__init__", init)
+            init(self, *args, **kwargs)
+            return
+        assign = object.__setattr__ if frozen else setattr
+        for name, value in _bind(cls, record_fields, args, kwargs):
+            assign(self, name, value)
+        if hasattr(cls, "__post_init__"):
+            self.__post_init__()
 
     __init__.__qualname__ = f"{cls.__qualname__}.__init__"
     return __init__

@@ -279,11 +279,12 @@ class LxcDriver(ContainerDriver):
         if running:
             raise BusyError("container is running; stop it before redefining it", where=spec.name)
         lines = lxc_config(spec, apparmor=self.apparmor)
-        durable.makedirs(spec.lxc_log.parent)
-        durable.makedirs(spec.console_log.parent)
+        durable.ensure_dir(spec.lxc_log.parent)
+        durable.ensure_dir(spec.console_log.parent)
         # A new definition starts a new liblxc log, so old failures do not explain new ones.
-        durable.write_file(spec.lxc_log, b"", name="lxc.log")
-        durable.makedirs(self.lxcpath / spec.name)
+        # A log, not state: emptied in place, without the fsyncs of a durable write.
+        spec.lxc_log.write_bytes(b"")
+        durable.ensure_dir(self.lxcpath / spec.name)
         durable.write_file(
             self._config_path(spec.name), render_config(lines).encode(), name="lxc.config"
         )

@@ -134,7 +134,7 @@ def mount_squashfs(image: Path, target: Path, *, name: str | None = None) -> Non
     """
     what = name or str(image)
     check_squashfs(image, where=what)
-    durable.makedirs(target)
+    durable.ensure_dir(target)
     if loopmount.available():
         try:
             loopmount.mount_image(image, target)
@@ -172,17 +172,22 @@ def overlay_options(lower: list[Path], upper: Path, work: Path) -> str:
     return f"lowerdir={lowerdir},upperdir={upper},workdir={work}"
 
 
+OVERLAY_DIRS = ("upper", "work")
+"""What an overlay keeps in its persistence directory: the writes, and overlayfs's scratch."""
+
+
 def mount_overlay(lower: list[Path], persist: Path, target: Path) -> None:
     """Mount an overlay of ``lower`` on ``target``, writes kept in ``persist``/upper.
 
     ``persist`` is the container volume's persistence directory (permanent,
-    per revision or per boot); ``upper`` and ``work`` are created inside it,
-    so they are always on the same filesystem as overlayfs requires.
+    per revision or per boot); ``upper`` and ``work`` inside it are always on
+    the same filesystem, as overlayfs requires.  Missing ones are created
+    here without fsync: a caller that needs them durable creates them first.
     """
-    upper, work = persist / "upper", persist / "work"
+    upper, work = (persist / name for name in OVERLAY_DIRS)
     options = overlay_options(lower, upper, work)
     for directory in (upper, work, target):
-        durable.makedirs(directory)
+        durable.ensure_dir(directory)
     what = f"overlay of {', '.join(str(path) for path in lower)}"
     if loopmount.available():
         try:
@@ -201,9 +206,9 @@ def bind_mount(source: Path, target: Path, *, readonly: bool = False) -> None:
     if not source.exists():
         raise BadInputError("bind mount source does not exist", where=str(source))
     if source.is_dir():
-        durable.makedirs(target)
+        durable.ensure_dir(target)
     elif not target.exists():
-        durable.makedirs(target.parent)
+        durable.ensure_dir(target.parent)
         target.touch()
     _run_mount(["mount", "--bind", str(source), str(target)], what=str(source), target=target)
     if readonly:

@@ -106,6 +106,13 @@ class GroupRun:
         return GroupReport(name=self.group.name, goal=self.group.status_goal, status=self.status)
 
 
+CONTROL_OPEN_BY = 1.0
+"""Seconds into the boot by which the control socket is open even if a group is still starting.
+
+A boot that waits on a slow READY must still answer ``pvctl``; a fast one
+opens it right after RUNNING, off the path of the containers' start.
+"""
+
 GC_HELD_AT_MOST = 30.0
 """Seconds the boot runs without garbage collection at most (it is on again at RUNNING)."""
 
@@ -190,6 +197,7 @@ class Supervisor:
         self.updates: UpdateCoordinator | None = None
         self.control: ControlServer | None = None  # the control socket (pvinit.control)
         self._control_tried = False
+        self._control_due = time.monotonic() + CONTROL_OPEN_BY
         # REPORT_AFTER s into RUNNING, and again after each live commit
         self._memory_report_at: float | None = None
         self._collect_by: float | None = None  # garbage collection back on by then at the latest
@@ -260,18 +268,31 @@ class Supervisor:
         return self.shutdown()
 
     def _idle(self) -> int:
-        """Nothing to run: stay up (PID 1 would reboot into the same error) until told to stop."""
+        """Nothing to run: stay up (PID 1 would reboot into the same error) until told to stop.
+
+        The control socket is served meanwhile, so a field technician can
+        read the status and the log of a device that cannot boot, and reboot it.
+        """
         release_free_memory()
+        if not self._control_tried:
+            self._control_tried = True
+            self._open_control()
         while self.stop_requested is None:
-            select.select([self._wake_r], [], [], MAX_WAIT)
+            ctl_read, ctl_write, timeout = self._control_watch(MAX_WAIT)
+            readable, writable, _ = select.select(
+                [self._wake_r, *ctl_read], ctl_write, [], timeout)
+            self._control_serve(readable, writable)
             self._drain_wakeup()
             self.handle_signals()
-        self.phase = SupervisorPhase.STOPPED
+        self._close_control()
+        reboot = self.stop_requested[0]
+        self.phase = SupervisorPhase.REBOOTING if reboot else SupervisorPhase.STOPPED
         self.publish()
-        return 0
+        return EXIT_REBOOT if reboot else 0
 
     def boot(self) -> None:
         self._collect_by = time.monotonic() + GC_HELD_AT_MOST
+        self._control_due = time.monotonic() + CONTROL_OPEN_BY
         layout = self.layout
         for directory in (layout.objects, layout.trails, layout.refs, layout.logs, layout.disks):
             durable.makedirs(directory)
@@ -342,6 +363,8 @@ class Supervisor:
         timers += [u.restart_at for u in self.units if u.restart_at is not None]
         if self._memory_report_at is not None:
             timers.append(self._memory_report_at)
+        if not self._control_tried:
+            timers.append(self._control_due)
         if self.updates is not None:
             deadline = self.updates.next_deadline()
             if deadline is not None:
@@ -415,11 +438,6 @@ class Supervisor:
                     )
                 else:
                     break
-        if not self._control_tried:
-            # Once the first group is on its way, not before: the control server's
-            # modules are ~5 ms the first containers need not wait for.
-            self._control_tried = True
-            self._open_control()
         if self.phase is SupervisorPhase.STARTING and all(
             run.status in (GroupStatus.REACHED, GroupStatus.TIMED_OUT) for run in self.groups
         ):
@@ -432,6 +450,13 @@ class Supervisor:
                 self.updates.start_worker()
             release_free_memory()
             self._memory_report_at = time.monotonic() + memory.REPORT_AFTER
+        if not self._control_tried and (self.phase is not SupervisorPhase.STARTING
+                                        or now >= self._control_due):
+            # Once every group started (or CONTROL_OPEN_BY into a slow boot), not before:
+            # importing and opening the control server is ~4-5 ms that would hold up a
+            # READY message or the next group's start.
+            self._control_tried = True
+            self._open_control()
         if self._collect_by is not None and (now >= self._collect_by
                                              or self.phase is SupervisorPhase.RUNNING):
             self._collect_by = None

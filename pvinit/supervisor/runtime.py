@@ -41,7 +41,7 @@ from pvinit.containers.inroot import make_dirs_in_root
 from pvinit.containers.notify import NotifyReceiver
 from pvinit.containers.spec import BindMount, ContainerSpec
 from pvinit.containers.users import Identity, home_in_root, resolve_in_root
-from pvinit.containers.volumes import mount_overlay, mount_squashfs, unmount
+from pvinit.containers.volumes import OVERLAY_DIRS, mount_overlay, mount_squashfs, unmount
 from pvinit.control.paths import MGMT_MOUNT, MGMT_ROLE, SOCKET_DIR
 from pvinit.errors import BadInputError, ObjectNotFoundError, PvError
 from pvinit.pid1.mounts import plan_unmounts, read_mountinfo
@@ -175,10 +175,19 @@ class Runtime:
             )
         return path
 
-    def _persistence(self, unit: Unit, volume: str) -> Path:
+    def _persistence(self, unit: Unit, volume: str, *inside: str) -> Path:
+        """The directory that keeps ``volume``'s writes, created (with ``inside`` it) if missing.
+
+        Durably (fsynced where created) on the permanent and revision scopes;
+        without fsync on the boot scope, which the next boot replaces anyway.
+        """
         storage = unit.container.storage.get(volume)
         scope = storage.persistence if storage is not None else "boot"
-        return self.layout.volume_dir(scope, self.revision, unit.name, volume)
+        directory = self.layout.volume_dir(scope, self.revision, unit.name, volume)
+        make = durable.ensure_dir if scope == "boot" else durable.makedirs
+        for path in (directory, *(directory / name for name in inside)):
+            make(path)
+        return directory
 
     def _process(self, unit: Unit, root: Path) -> Identity | None:
         """Resolve run.json ``user`` and create ``cwd`` inside the mounted ``root``.
@@ -212,7 +221,7 @@ class Runtime:
         lower, root = top / "lower", top / "root"
         mount_squashfs(image, lower, name=f"{where}: {container.root_volume}")
         unit.mounts.append(lower)
-        mount_overlay([lower], self._persistence(unit, OVERLAY_VOLUME), root)
+        mount_overlay([lower], self._persistence(unit, OVERLAY_VOLUME, *OVERLAY_DIRS), root)
         unit.mounts.append(root)
         identity = self._process(unit, root)
         env = dict(container.env)
@@ -231,7 +240,6 @@ class Runtime:
             if volume == OVERLAY_VOLUME:
                 continue
             directory = self._persistence(unit, volume)
-            durable.makedirs(directory)
             binds.append(BindMount(source=directory, target=f"/storage/{volume}"))
         if self.bsp.modules is not None:
             binds.append(BindMount(self.bsp.modules, "/lib/modules", readonly=True, optional=True))
@@ -316,9 +324,8 @@ def fresh_boot_scope(layout: StorageLayout) -> None:
     boot = layout.scope_dir("boot", 0)
     if boot.exists():
         old = layout.disks / f"{BOOT_SCOPE_OLD}{time.time_ns()}"
-        boot.rename(old)
-        durable.fsync_dir(layout.disks)
-    durable.makedirs(boot)
+        boot.rename(old)  # not fsynced: a rename lost to a power cut is done again next boot
+    durable.ensure_dir(boot)
 
 
 def sweep_boot_scope(layout: StorageLayout, log: Log) -> None:

@@ -190,3 +190,21 @@ def test_an_on_device_bundle_is_linked_or_copied_into_the_inbox_off_the_loop(
     assert not (done / "api-3-0.pvb").samefile(on_stick)
     assert "copied into the inbox as api-3-0.pvb" in u.dev.log_text()
     assert sorted(p.name for p in stick.iterdir()) == ["r3.pvb"]  # the stick is left alone
+
+
+def test_a_device_that_cannot_boot_still_answers_pvctl_and_reboots_when_asked(
+    updater: Updater,
+) -> None:
+    u = updater
+    u.boot()  # a blank storage and no factory bundle: nothing to boot
+    u.wait("PID 1", lambda: find_dev_pid1(u.dev.storage) is not None)
+    sock = ctl_socket(u)
+    u.wait("control socket", sock.exists)
+    code, text = pvctl_in_process(sock, "--json", "status")
+    assert code == 0
+    status = json.loads(text)
+    assert status["phase"] == "ERROR" and status["revision"] is None
+    assert "factory" in status["reason"]
+    assert pvctl_in_process(sock, "reboot")[0] == 0
+    u.wait("the device booted again", lambda: u.boots() >= 1)
+    assert any("boot 1 ended: reboot" in line for line in u.err)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
-from pvinit.record import FrozenRecordError, field, fields, is_record, record, replace
+from pvinit.record import (
+    INTERPRETED_CALLS,
+    FrozenRecordError,
+    field,
+    fields,
+    is_record,
+    record,
+    replace,
+)
 
 
 @record(frozen=True)
@@ -171,15 +179,72 @@ def test_models_import_without_dataclasses_or_inspect() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_init_is_compiled_on_first_use_and_checks_arguments_from_the_start() -> None:
+def _shapes() -> tuple[type[Any], type[Any]]:
+    """A frozen and a mutable record class with every kind of field (fresh each call)."""
+
+    @record(frozen=True)
+    class Frozen:
+        a: int
+        b: str = "x"
+        c: tuple[int, ...] = field(default_factory=tuple)
+
+        def __post_init__(self) -> None:
+            if self.a < 0:
+                raise ValueError("a < 0")
+
+    @record(kw_only=True)
+    class Mutable:
+        a: int
+        b: list[int] = field(default_factory=list)
+
+    return Frozen, Mutable
+
+
+GOOD_CALLS: list[tuple[int, tuple[Any, ...], dict[str, Any]]] = [
+    (0, (1,), {}), (0, (1, "y"), {}), (0, (), {"a": 2}), (0, (1,), {"b": "z", "c": (3,)}),
+    (1, (), {"a": 1}), (1, (), {"a": 1, "b": [2]}),
+]
+BAD_CALLS: list[tuple[int, tuple[Any, ...], dict[str, Any], type[Exception]]] = [
+    (0, (), {}, TypeError), (0, (1, "y", (), 4), {}, TypeError), (0, (1,), {"a": 2}, TypeError),
+    (0, (1,), {"d": 0}, TypeError), (0, (-1,), {}, ValueError),
+    (1, (1,), {}, TypeError), (1, (), {}, TypeError), (1, (), {"a": 1, "c": 0}, TypeError),
+]
+
+
+def test_init_binds_generically_at_first_exactly_as_the_compiled_one_that_replaces_it() -> None:
+    early, late = _shapes(), _shapes()
+    for cls in late:  # build each enough times that its compiled __init__ takes over
+        for _ in range(INTERPRETED_CALLS + 1):
+            cls(a=0)
+    for cls_early, cls_late in zip(early, late, strict=True):
+        assert cls_early.__init__ is not cls_late.__init__
+    for which, args, kwargs in GOOD_CALLS:
+        one, other = early[which](*args, **kwargs), late[which](*args, **kwargs)
+        assert [getattr(one, f.name) for f in fields(one)] == \
+            [getattr(other, f.name) for f in fields(other)]
+    for which, args, kwargs, error in BAD_CALLS:
+        for cls in (early[which], late[which]):
+            with pytest.raises(error):
+                cls(*args, **kwargs)
+    frozen = early[0](1)
+    with pytest.raises(FrozenRecordError):
+        frozen.a = 2
+    assert early[1](a=1).b is not early[1](a=1).b  # a fresh list per instance
+
+
+def test_init_is_compiled_once_a_class_has_been_built_a_few_times() -> None:
     @record(frozen=True)
     class Late:
         a: int
         b: str = "x"
 
-    deferred = Late.__init__
+    generic = Late.__init__
     with pytest.raises(TypeError):
         Late()  # type: ignore[call-arg]
-    assert Late.__init__ is not deferred  # the compiled one took its place
+    for _ in range(INTERPRETED_CALLS - 1):
+        assert Late.__init__ is generic
+        Late(1)
+    Late(1)  # one more than INTERPRETED_CALLS: compiled now
+    assert Late.__init__ is not generic
     assert Late(1) == Late(1, "x")
     assert Late(a=2, b="y").b == "y"
