@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.context import REPO
+from benchmarks.watch import DirectoryWatch
 from pvinit.errors import PvError
+from pvinit.pid1 import HANDED_OVER_ENV
 from pvinit.pid1.locate import find_dev_pid1, status_path
 from pvinit.supervisor.memory import read_memory
 from pvinit.supervisor.status import StatusDocument, read_status
@@ -44,8 +46,9 @@ from pvinit.supervisor.status import StatusDocument, read_status
 BOOT_TIMEOUT = 180.0
 #: Seconds the launcher gets to power the device off in order before we kill it.
 STOP_TIMEOUT = 60.0
-#: Interval of the goal poll: short enough for 10 ms boot-time resolution, cheap
-#: because the status file is only parsed when its stat changed.
+#: Longest wait between two looks at the device while it boots.  Once the status
+#: file exists the harness wakes on its every replacement (inotify,
+#: :mod:`benchmarks.watch`), so a goal is seen when it is written, not on a 10 ms grid.
 POLL_INTERVAL = 0.01
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -109,6 +112,21 @@ def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float | None:
     if reaped_children:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
     return ticks / _CLK_TCK
+
+
+def handover_of(pid: int) -> float | None:
+    """When the launcher started ``unshare`` for PID 1 ``pid`` (``time.monotonic()`` seconds).
+
+    Read from PID 1's environment (:data:`pvinit.pid1.HANDED_OVER_ENV`): the
+    instant a device's bootloader would hand over, to the nanosecond.
+    """
+    try:
+        words = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    prefix = f"{HANDED_OVER_ENV}=".encode()
+    stamp = next((w[len(prefix):] for w in words if w.startswith(prefix)), b"")
+    return int(stamp) / 1e9 if stamp.isdigit() else None
 
 
 def start_boottime(pid: int) -> float | None:
@@ -415,10 +433,12 @@ class BootTiming:
 
     ``seconds``: from launching the dev launcher to all goals (includes the
     launcher's own start-up, which a device does not have).
-    ``pid1_to_goals_s``: from PID 1's fork (``/proc/<pid>/stat`` starttime,
-    10 ms resolution) to all goals: what a device's boot after the kernel
-    hands over costs.  ``timeline``: seconds since launch of the first time
-    PID 1 was seen, each supervisor phase and each container status.
+    ``pid1_to_goals_s``: from the launcher's hand-over (it starts ``unshare``,
+    whose child execs PID 1; :func:`handover_of`) to all goals: what a
+    device's boot after the bootloader costs, plus making the namespace.
+    Falls back to PID 1's fork time in ``/proc`` (10 ms ticks).
+    ``timeline``: seconds since launch of the first time PID 1 was seen,
+    each supervisor phase and each container status.
     """
 
     seconds: float
@@ -454,30 +474,39 @@ def wait_for_goals(
     def mark(event: str, at: float) -> None:
         timeline.setdefault(event, round(at - started, 3))
 
-    while True:
-        now = time.monotonic()
-        if device.launcher.poll() is not None:
-            raise RuntimeError(f"pvinit ended before all goals (exit {device.launcher.returncode})"
-                               + (f"; log: {device.log}" if device.log else ""))
-        init_pid = device.find_init()
-        if init_pid is not None:
-            mark("pid1 found", now)
-            document = device.status()
-            if document is not None:
-                mark(f"status {document.phase.value}", now)
-                for report in document.containers:
-                    mark(f"{report.name} {report.status.value}", now)
-                if all_at_goal(document, ignore):
-                    break
-        if now >= deadline:
-            late = [c.name for c in document.containers if not c.goal_reached] if document else []
-            raise RuntimeError(f"pvinit did not reach every goal in {timeout:.0f}s"
-                               + (f" (late: {', '.join(late)})" if late else ""))
-        time.sleep(POLL_INTERVAL)
+    with DirectoryWatch() as changes:
+        while True:
+            now = time.monotonic()
+            if device.launcher.poll() is not None:
+                raise RuntimeError(f"pvinit ended before all goals (exit "
+                                   f"{device.launcher.returncode})"
+                                   + (f"; log: {device.log}" if device.log else ""))
+            init_pid = device.find_init()
+            if init_pid is not None:
+                mark("pid1 found", now)
+                document = device.status()
+                if document is not None:
+                    # The status file exists, so its directory is the device's /run (a
+                    # tmpfs in its namespace), not the storage dir that tmpfs covers.
+                    changes.watch(status_path(init_pid, device.storage).parent)
+                    mark(f"status {document.phase.value}", now)
+                    for report in document.containers:
+                        mark(f"{report.name} {report.status.value}", now)
+                    if all_at_goal(document, ignore):
+                        break
+            if now >= deadline:
+                late = ([c.name for c in document.containers if not c.goal_reached]
+                        if document else [])
+                raise RuntimeError(f"pvinit did not reach every goal in {timeout:.0f}s"
+                                   + (f" (late: {', '.join(late)})" if late else ""))
+            changes.wait(POLL_INTERVAL)
     seconds = now - started
     pid1_to_goals = None
-    forked = start_boottime(init_pid) if init_pid is not None else None
-    if forked is not None:
+    handed_over = handover_of(init_pid) if init_pid is not None else None
+    forked = start_boottime(init_pid) if init_pid is not None and handed_over is None else None
+    if handed_over is not None:
+        pid1_to_goals = round(max(0.0, now - handed_over), 3)
+    elif forked is not None:  # a launcher that does not stamp its hand-over: 10 ms ticks
         # now (monotonic) -> boottime: the two clocks differ by the time suspended only.
         goals_boottime = time.clock_gettime(time.CLOCK_BOOTTIME) - (time.monotonic() - now)
         pid1_to_goals = round(max(0.0, goals_boottime - forked), 3)

@@ -51,7 +51,8 @@ def host_has_apparmor(probes: tuple[Path, ...] = _APPARMOR_PROBES) -> bool:
     """
     enabled, securityfs = probes
     try:
-        return enabled.read_text(encoding="ascii").strip().upper().startswith("Y")
+        # bytes.decode("ascii") has a fast path; a text open would import encodings.ascii
+        return enabled.read_bytes().decode("ascii").strip().upper().startswith("Y")
     except OSError:
         return securityfs.is_dir()
 

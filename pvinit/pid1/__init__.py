@@ -25,6 +25,12 @@ record with it, so the launcher can tell this boot's record from an older one.
 Defined here, not in ``init``, so the launcher need not import PID 1's loop
 (``ctypes``, mounts): it is on the path of every dev boot."""
 
+HANDED_OVER_ENV = "PVINIT_HANDED_OVER"
+"""``CLOCK_MONOTONIC`` (ns) at which the dev launcher started this boot's ``unshare``:
+the instant a device's bootloader would hand over to the kernel.  The supervisor
+logs its RUNNING against it, and the boot benchmark measures a device's boot
+from it (PID 1's own start time in ``/proc`` counts in 10 ms ticks)."""
+
 
 class suppress:
     """``contextlib.suppress`` for PID 1, which does not import ``contextlib``.

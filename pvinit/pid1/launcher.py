@@ -36,7 +36,7 @@ import time
 
 import pvinit
 from pvinit.errors import BadInputError, ExternalToolError, RefusedError
-from pvinit.pid1 import BOOT_ID_ENV, signal
+from pvinit.pid1 import BOOT_ID_ENV, HANDED_OVER_ENV, signal
 from pvinit.pid1.spawn import spawn_clean
 from pvinit.record import record
 from pvinit.typecheck import TYPE_CHECKING
@@ -251,6 +251,7 @@ class Launcher:
         self.init_pid = None
         # Its own session (Ctrl-C is the launcher's) and default dispositions:
         # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal survives exec.
+        env[HANDED_OVER_ENV] = str(time.monotonic_ns())
         pid = spawn_clean(command, env)
         returncode = self._wait(pid)
         self.init_pid = None

@@ -40,6 +40,7 @@ from types import FrameType
 from pvinit import durable
 from pvinit.containers.driver import ContainerDriver
 from pvinit.errors import NotFoundError, PvError
+from pvinit.pid1 import HANDED_OVER_ENV
 from pvinit.record import record
 from pvinit.state.documents import Group
 from pvinit.supervisor import memory
@@ -115,6 +116,14 @@ opens it right after RUNNING, off the path of the containers' start.
 
 GC_HELD_AT_MOST = 30.0
 """Seconds the boot runs without garbage collection at most (it is on again at RUNNING)."""
+
+
+def _since_handover() -> str:
+    """How long the boot took, for the RUNNING log line of a dev boot (the launcher stamps it)."""
+    stamp = os.environ.get(HANDED_OVER_ENV, "")
+    if not stamp.isdigit():
+        return ""  # a device: its boot started with the kernel's, which nothing here stamps
+    return f", {(time.monotonic_ns() - int(stamp)) / 1e9:.3f} s after the launcher handed over"
 
 
 def release_free_memory() -> None:
@@ -442,7 +451,7 @@ class Supervisor:
             run.status in (GroupStatus.REACHED, GroupStatus.TIMED_OUT) for run in self.groups
         ):
             self.phase = SupervisorPhase.RUNNING
-            self.log(f"revision {self.revision}: every group started")
+            self.log(f"revision {self.revision}: every group started{_since_handover()}")
             self.publish()  # say so first: the chores below are not part of the boot
             sweep_boot_scope(self.layout, self.log)
             if self.updates is not None:

@@ -31,7 +31,7 @@ def read_ref(layout: StorageLayout, name: str) -> int | None:
     """The revision a ref points at, or None when it is not set."""
     path = layout.ref(_check_ref_name(name))
     try:
-        text = path.read_text(encoding="ascii").strip()
+        text = path.read_bytes().decode("ascii").strip()  # not a text open: no codec import
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:

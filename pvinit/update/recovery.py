@@ -20,12 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pvinit.objects import disk_fsck
-from pvinit.objects.disk import DiskObjectStore
 from pvinit.trails.layout import StorageLayout
 from pvinit.trails.refs import move_ref, read_ref
+from pvinit.typecheck import TYPE_CHECKING
 from pvinit.update.journal import read_journal, write_journal
 from pvinit.update.machine import UpdateState
+
+if TYPE_CHECKING:
+    from pvinit.objects.disk import DiskObjectStore
 
 Log = Callable[[str], None]
 
@@ -61,6 +63,8 @@ def sweep_store_temps(store: DiskObjectStore, *, log: Log) -> int:
     Cheaper than :meth:`DiskObjectStore.fsck` (nothing is re-hashed): what a
     power cut during an object write leaves behind, and nothing else.
     """
+    from pvinit.objects import disk_fsck  # the update engine's, not every boot's (settle)
+
     stale = disk_fsck.stale_temps(store.tmp_dir)
     if not stale:
         return 0

@@ -9,10 +9,10 @@ checking only, so they must be imported where those need them.  python-lxc
 :mod:`pvinit.containers.liblxc`, and its ``lxc`` package (with ``subprocess``
 and ``locale``) not at all; the control and notify sockets are the C type
 ``_socket.socket``, without ``socket``'s enums and ``selectors``.  The update
-worker and the inbox watcher are imported once every group started, the
-control server once the first group is on its way; ``queue`` is not needed
-at all.  An update is prepared in a short-lived fork (:mod:`pvinit.forked`):
-the update engine and its libraries never enter the supervisor.
+worker, the inbox watcher and the control server are imported once every
+group started; ``queue`` is not needed at all.  An update is prepared in a
+short-lived fork (:mod:`pvinit.forked`): the update engine and its libraries
+never enter the supervisor.
 """
 
 from __future__ import annotations
@@ -57,6 +57,25 @@ def _held_after_importing(modules: tuple[str, ...], asked: tuple[str, ...]) -> l
 
 def test_supervisor_boot_modules_leave_out_what_only_updates_and_builds_use() -> None:
     assert _held_after_importing(BOOT_MODULES, NOT_AT_BOOT) == []
+
+
+BEFORE_THE_FIRST_CONTAINER = (
+    "pvinit.pid1.init",
+    "pvinit.supervisor.main",
+    "pvinit.supervisor.updates",
+    "pvinit.containers.lxc_driver",
+    "pvinit.update.recovery",
+)
+"""What runs between PID 1's fork and the first ``lxc-start`` (issue 3: boot time)."""
+NOT_BEFORE_THE_FIRST_CONTAINER = (
+    "pvinit.control.server", "pvinit.control.handlers", "pvinit.objects.disk",
+    "pvinit.objects.disk_fsck", "pvinit.objects.store",
+)
+
+
+def test_the_way_to_the_first_container_imports_neither_control_nor_the_object_store() -> None:
+    held = _held_after_importing(BEFORE_THE_FIRST_CONTAINER, NOT_BEFORE_THE_FIRST_CONTAINER)
+    assert held == []
 
 
 AFTER_AN_UPDATE = (
