@@ -23,7 +23,7 @@ sensor) and for the same state with 10, 25 and 50 extra app containers
 
 Both sides' ends are seen on inotify, not on a poll (:mod:`benchmarks.watch`).
 
-``pvinit/`` is byte-compiled first, as on a device.  Medians of 3 runs (1 in
+``pvinit/`` is byte-compiled first, as on a device.  Medians of 5 runs (1 in
 quick mode); runs of the three kinds alternate so a noisy neighbour hits
 them alike.  The goal (issue 3): second boot / reference <= 1.2.
 """
@@ -454,7 +454,7 @@ def run(ctx: Context) -> Section:
         return section
     ctx.work.mkdir(parents=True, exist_ok=True)
     byte_compile(ctx.repo, ctx.python)
-    runs = ctx.runs(3, 1)
+    runs = ctx.runs(5, 1)
     steps = []
     for extra in (0, *(QUICK_SIZES if ctx.quick else FULL_SIZES)):
         steps.append(measure_step(ctx, extra, runs))
