@@ -13,7 +13,7 @@ Typical use::
 
     byte_compile(REPO, python)                     # once, as on a device image
     with running_device(storage, factory=bundle, pvinit=ctx.tool("pvinit")) as dev:
-        boot = wait_for_goals(dev)                 # BootTiming: seconds, pid1_to_goals_s, ...
+        boot = wait_for_goals(dev)                 # BootTiming: seconds, handover_to_goals_s, ...
         memory = dev.memory()                      # [ProcessMemory] of PID 1, supervisor, monitors
     # powered off in order here, even when the block raised
 
@@ -127,14 +127,6 @@ def handover_of(pid: int) -> float | None:
     prefix = f"{HANDED_OVER_ENV}=".encode()
     stamp = next((w[len(prefix):] for w in words if w.startswith(prefix)), b"")
     return int(stamp) / 1e9 if stamp.isdigit() else None
-
-
-def start_boottime(pid: int) -> float | None:
-    """When ``pid`` was forked, on the ``CLOCK_BOOTTIME`` clock (10 ms resolution)."""
-    fields = _stat_fields(pid)
-    if fields is None:
-        return None
-    return int(fields[19]) / _CLK_TCK  # starttime (field 22)
 
 
 @dataclass(frozen=True)
@@ -433,16 +425,16 @@ class BootTiming:
 
     ``seconds``: from launching the dev launcher to all goals (includes the
     launcher's own start-up, which a device does not have).
-    ``pid1_to_goals_s``: from the launcher's hand-over (it starts ``unshare``,
-    whose child execs PID 1; :func:`handover_of`) to all goals: what a
-    device's boot after the bootloader costs, plus making the namespace.
-    Falls back to PID 1's fork time in ``/proc`` (10 ms ticks).
+    ``handover_to_goals_s``: from the launcher's hand-over (it starts
+    ``unshare``, whose child execs PID 1; :func:`handover_of`) to all goals:
+    what a device's boot after the bootloader costs, plus making the
+    namespace; None when the launcher did not stamp it.
     ``timeline``: seconds since launch of the first time PID 1 was seen,
     each supervisor phase and each container status.
     """
 
     seconds: float
-    pid1_to_goals_s: float | None
+    handover_to_goals_s: float | None
     timeline: dict[str, float]
 
 
@@ -501,16 +493,9 @@ def wait_for_goals(
                                    + (f" (late: {', '.join(late)})" if late else ""))
             changes.wait(POLL_INTERVAL)
     seconds = now - started
-    pid1_to_goals = None
     handed_over = handover_of(init_pid) if init_pid is not None else None
-    forked = start_boottime(init_pid) if init_pid is not None and handed_over is None else None
-    if handed_over is not None:
-        pid1_to_goals = round(max(0.0, now - handed_over), 3)
-    elif forked is not None:  # a launcher that does not stamp its hand-over: 10 ms ticks
-        # now (monotonic) -> boottime: the two clocks differ by the time suspended only.
-        goals_boottime = time.clock_gettime(time.CLOCK_BOOTTIME) - (time.monotonic() - now)
-        pid1_to_goals = round(max(0.0, goals_boottime - forked), 3)
-    return BootTiming(round(seconds, 3), pid1_to_goals, timeline)
+    from_handover = None if handed_over is None else round(max(0.0, now - handed_over), 3)
+    return BootTiming(round(seconds, 3), from_handover, timeline)
 
 
 def power_off(device: Device, timeout: float = STOP_TIMEOUT) -> float:

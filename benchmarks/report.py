@@ -69,12 +69,12 @@ def headlines(figures: dict[str, Figure]) -> list[Headline]:
         fmt_s(_get(figures, "boot.pvinit_s")) if g("boot.pvinit_s") is not None else None,
         "lxc-start shell script", fmt_s(_get(figures, "boot.reference_s")),
         _x(_get(figures, "boot.ratio_vs_lxc_start")), "pvinit / script", f"≤ 1.2{TIMES} (issue 3)")
-    from_pid1 = _get(figures, "boot.pid1_to_goals_s")
+    from_handover = _get(figures, "boot.handover_to_goals_s")
     add("Boot, default state, second boot, from the launcher's hand-over to PID 1 (a "
         "device's boot after its bootloader: no dev launcher in it)",
-        fmt_s(from_pid1) if from_pid1 is not None else None,
+        fmt_s(from_handover) if from_handover is not None else None,
         "lxc-start shell script", fmt_s(_get(figures, "boot.reference_s")),
-        _x(ratio(from_pid1, _get(figures, "boot.reference_s"))), "pvinit / script",
+        _x(ratio(from_handover, _get(figures, "boot.reference_s"))), "pvinit / script",
         f"≤ 1.2{TIMES} (issue 3)")
     add("Boot, default state, fresh storage (factory install)",
         fmt_s(_get(figures, "boot.pvinit_fresh_s")) if g("boot.pvinit_fresh_s") is not None
