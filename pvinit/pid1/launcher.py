@@ -249,9 +249,9 @@ class Launcher:
         command = self.command()
         self.log(f"boot {number}: {shell_words(command)}")
         self.init_pid = None
+        env[HANDED_OVER_ENV] = str(time.monotonic_ns())  # where a bootloader hands over
         # Its own session (Ctrl-C is the launcher's) and default dispositions:
         # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal survives exec.
-        env[HANDED_OVER_ENV] = str(time.monotonic_ns())
         pid = spawn_clean(command, env)
         returncode = self._wait(pid)
         self.init_pid = None

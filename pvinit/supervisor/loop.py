@@ -283,9 +283,7 @@ class Supervisor:
         read the status and the log of a device that cannot boot, and reboot it.
         """
         release_free_memory()
-        if not self._control_tried:
-            self._control_tried = True
-            self._open_control()
+        self._open_control()
         while self.stop_requested is None:
             ctl_read, ctl_write, timeout = self._control_watch(MAX_WAIT)
             readable, writable, _ = select.select(
@@ -464,7 +462,6 @@ class Supervisor:
             # Once every group started (or CONTROL_OPEN_BY into a slow boot), not before:
             # importing and opening the control server is ~4-5 ms that would hold up a
             # READY message or the next group's start.
-            self._control_tried = True
             self._open_control()
         if self._collect_by is not None and (now >= self._collect_by
                                              or self.phase is SupervisorPhase.RUNNING):
@@ -697,7 +694,10 @@ class Supervisor:
     # -- the control socket (pvinit.control): open, watch in poll(), close -----------------
 
     def _open_control(self) -> None:
-        """Serve ``<run-dir>/pvinit/ctl.sock``; a failure is logged, never fatal."""
+        """Serve ``<run-dir>/pvinit/ctl.sock``; a failure is logged, never fatal. Tried once."""
+        if self._control_tried:
+            return
+        self._control_tried = True
         from pvinit.control.actions import control_group
         from pvinit.control.handlers import ControlApi, allow_peer, socket_path
         from pvinit.control.server import ControlServer
